@@ -1,0 +1,282 @@
+"""Our checkpoint format: one self-contained, strictly loaded ``.safetensors`` file.
+
+Layout of a file:
+  tensors   ``clap.*``, ``unet.*``, ``vae.*``, ``vocoder.*``: each component's state dict under its
+            prefix, names exactly as our modules name them.
+  metadata  (all values are strings, as safetensors requires)
+            ``format``            ``"audioldm-core"``
+            ``format_version``    ``"1"``
+            ``config``            :class:`~audioldm_core.config.AudioLDMConfig` as JSON
+            ``tokenizer``         JSON ``{"vocab": {token: id}, "merges": ["a b", ...]}``
+            ``source``            JSON: where the weights came from (repo id or path, revision,
+                                  file hashes)
+            ``converter_version`` the audioldm-core version that wrote the file
+
+Saving writes a temporary file in the destination folder and renames it into place, so a reader
+never sees a half-written file. Loading is memory-mapped (safetensors ``safe_open``) and strict:
+every tensor of a component is consumed, every parameter and buffer is filled, shapes and dtypes
+are checked, and any mismatch raises :class:`CheckpointError` naming the keys.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from .config import AudioLDMConfig
+from .errors import CheckpointError, ConfigError, InputError, SourceNotFoundError, name_list
+
+FORMAT = "audioldm-core"
+FORMAT_VERSION = "1"
+
+# component name -> (module, class). Each class is built from its own config dataclass, which is the
+# attribute of AudioLDMConfig with the same name as the component.
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "clap": ("audioldm_core.clap", "ClapTextEncoder"),
+    "unet": ("audioldm_core.unet", "UNet"),
+    "vae": ("audioldm_core.vae", "VAE"),
+    "vocoder": ("audioldm_core.hifigan", "HiFiGAN"),
+}
+
+FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+PathLike = Union[str, os.PathLike]
+
+
+def check_component(name: str) -> None:
+    """Raise :class:`InputError` unless ``name`` is one of :data:`COMPONENTS`."""
+    if name not in COMPONENTS:
+        raise InputError(f"unknown component {name!r}; choose one of {', '.join(COMPONENTS)}")
+
+
+def component_class(name: str) -> type:
+    """The module class of a component (imported on first use)."""
+    check_component(name)
+    module, cls = COMPONENTS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_component(name: str, config: AudioLDMConfig, *, device: Any = "cpu",
+                    dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A freshly initialised component (random weights from torch's default init)."""
+    cls = component_class(name)
+    return cls(getattr(config, name)).to(device=device, dtype=dtype)
+
+
+def empty_component(name: str, config: AudioLDMConfig) -> nn.Module:
+    """A component on the ``meta`` device: shapes only, no memory, no init cost."""
+    cls = component_class(name)
+    with torch.device("meta"):
+        return cls(getattr(config, name))
+
+
+def expected_shapes(name: str, config: AudioLDMConfig) -> dict[str, torch.Size]:
+    """Our state-dict names and shapes for one component (what a converter must produce)."""
+    return {k: v.shape for k, v in empty_component(name, config).state_dict().items()}
+
+
+def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], component: str, *,
+                      device: Any = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Fill a (meta-device or real) module from ``state`` strictly and return it.
+
+    Every key of ``state`` must be a parameter or buffer of ``module`` with the same shape, and every
+    parameter and buffer must be given; floating tensors are cast to ``dtype`` and moved to ``device``.
+    Raises :class:`CheckpointError` naming the offending keys (sorted, capped, with a count).
+    """
+    want = module.state_dict()
+    unexpected = set(state) - set(want)
+    missing = set(want) - set(state)
+    shapes = [f"{k}: {tuple(state[k].shape)} but the model needs {tuple(want[k].shape)}"
+              for k in sorted(set(state) & set(want)) if tuple(state[k].shape) != tuple(want[k].shape)]
+    bad_dtype = [f"{k}: {state[k].dtype}" for k in sorted(set(state) & set(want))
+                 if state[k].is_floating_point() != want[k].is_floating_point()]
+    problems = []
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {name_list(unexpected)}")
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {name_list(missing)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {name_list(shapes)}")
+    if bad_dtype:
+        problems.append(f"{len(bad_dtype)} tensor(s) of the wrong kind of dtype: {name_list(bad_dtype)}")
+    if problems:
+        raise CheckpointError(f"{component}: " + "; ".join(problems))
+    cast = {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device=device))
+            for k, v in state.items()}
+    module.load_state_dict(cast, strict=True, assign=True)
+    leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if leftover:  # a non-persistent buffer cannot be loaded; our modules must not have any
+        raise CheckpointError(f"{component}: tensors not filled by the checkpoint: {name_list(leftover)}")
+    return module.eval().requires_grad_(False)
+
+
+# --- Writing ----------------------------------------------------------------------------------------
+
+def check_output_path(path: PathLike) -> Path:
+    """Validate an output file path before any work is done: its folder must exist and be writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"output path {path} is a folder; give a file name ending in .safetensors")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise SourceNotFoundError(f"output folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output folder {parent} is not writable")
+    return path
+
+
+def atomic_write(path: PathLike, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    The temporary file is removed on any error, so ``path`` is either the complete new file or
+    untouched.
+    """
+    path = check_output_path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Tensor]],
+                    config: AudioLDMConfig, tokenizer: Mapping[str, Any],
+                    source: Mapping[str, Any], *, dtype: Optional[torch.dtype] = None) -> Path:
+    """Write one checkpoint file atomically.
+
+    tensors: component name -> our state dict for it (all four components).
+    tokenizer: ``{"vocab": {token: id}, "merges": [str]}``.
+    source: JSON-able description of where the weights came from.
+    dtype: cast floating tensors to this dtype (default: keep).
+    """
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    missing = set(COMPONENTS) - set(tensors)
+    if missing:
+        raise InputError(f"save_checkpoint needs all components; missing {sorted(missing)}")
+    flat: dict[str, torch.Tensor] = {}
+    for comp, state in tensors.items():
+        check_component(comp)
+        for k, v in state.items():
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            flat[f"{comp}.{k}"] = v.detach().to("cpu").contiguous()
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_json(),
+        "tokenizer": json.dumps(dict(tokenizer), sort_keys=True, ensure_ascii=False),
+        "source": json.dumps(dict(source), sort_keys=True),
+        "converter_version": __version__,
+    }
+    path = Path(path)
+    atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
+    return path
+
+
+# --- Reading ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint file's header says: config, tokenizer, source, and the tensor names."""
+
+    path: Path
+    config: AudioLDMConfig
+    tokenizer: dict[str, Any]
+    source: dict[str, Any]
+    converter_version: str
+    keys: tuple[str, ...]
+
+
+def _open(path: Path):
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise SourceNotFoundError(f"checkpoint file {path} does not exist")
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # safetensors raises its own error type (or OSError) on a bad header
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def _json_meta(meta: Mapping[str, str], key: str, path: Path) -> Any:
+    if key not in meta:
+        raise CheckpointError(f"{path}: metadata entry {key!r} is missing")
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata entry {key!r} is not valid JSON: {e}") from None
+
+
+def read_info(path: PathLike) -> CheckpointInfo:
+    """Read and validate a checkpoint's header without loading any tensor."""
+    path = Path(path)
+    with _open(path) as f:
+        meta = f.metadata() or {}
+        keys = tuple(f.keys())
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an audioldm-core checkpoint (metadata format="
+                              f"{meta.get('format')!r}); convert a cvssp folder with audioldm-convert")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not supported; "
+                              f"this audioldm-core reads version {FORMAT_VERSION}")
+    try:
+        config = AudioLDMConfig.from_dict(_json_meta(meta, "config", path))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: bad config in metadata: {e}") from None
+    tokenizer = _json_meta(meta, "tokenizer", path)
+    source = _json_meta(meta, "source", path)
+    if not isinstance(tokenizer, dict) or not isinstance(source, dict):
+        raise CheckpointError(f"{path}: metadata entries 'tokenizer' and 'source' must be JSON objects")
+    stray = sorted(k for k in keys if k.split(".", 1)[0] not in COMPONENTS)
+    if stray:
+        raise CheckpointError(f"{path}: {len(stray)} tensor(s) outside the known components "
+                              f"{list(COMPONENTS)}: {name_list(stray)}")
+    return CheckpointInfo(path=path, config=config, tokenizer=tokenizer, source=source,
+                          converter_version=meta.get("converter_version", ""), keys=keys)
+
+
+def read_component_state(path: PathLike, name: str) -> dict[str, torch.Tensor]:
+    """One component's tensors from a checkpoint file, under our names (prefix removed)."""
+    check_component(name)
+    path = Path(path)
+    prefix = f"{name}."
+    state = {}
+    with _open(path) as f:
+        for key in f.keys():
+            if key.startswith(prefix):
+                try:
+                    state[key[len(prefix):]] = f.get_tensor(key)
+                except Exception as e:
+                    raise CheckpointError(f"{path}: tensor {key} cannot be read: {e}") from None
+    return state
+
+
+def load_component(path: PathLike, name: str, *, device: Any = "cpu",
+                   dtype: torch.dtype = torch.float32, info: Optional[CheckpointInfo] = None) -> nn.Module:
+    """Load one component (``"clap"``, ``"unet"``, ``"vae"`` or ``"vocoder"``) from our file.
+
+    Only that component's tensors are read. The module is in eval mode with gradients off.
+    """
+    check_component(name)
+    info = info or read_info(path)
+    module = empty_component(name, info.config)
+    return load_state_strict(module, read_component_state(path, name), name, device=device, dtype=dtype)

@@ -1,0 +1,39 @@
+"""The exception types audioldm-core raises on bad input.
+
+Every error the library or the converter raises for a user's mistake or a bad file is one of these,
+so callers can catch ``AudioLDMError`` and nothing else. Each subclass also derives from the builtin
+it specialises (``ValueError``, ``FileNotFoundError``), so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+class AudioLDMError(Exception):
+    """Base class of every error audioldm-core raises on purpose."""
+
+
+class ConfigError(AudioLDMError, ValueError):
+    """A configuration value we do not support, or a config file that cannot be read."""
+
+
+class CheckpointError(AudioLDMError, ValueError):
+    """A weight file that is unreadable, incomplete, or does not fit the model."""
+
+
+class SourceNotFoundError(AudioLDMError, FileNotFoundError):
+    """A model source (folder, file, Hub repo id or component) that cannot be found."""
+
+
+class InputError(AudioLDMError, ValueError):
+    """A bad argument to a model, a sampler or the pipeline (type, shape, range)."""
+
+
+def name_list(names: Iterable[str], limit: int = 10) -> str:
+    """Format names for an error message: sorted, at most ``limit`` shown, then ``(+N more)``."""
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    if len(names) > limit:
+        shown += f" (+{len(names) - limit} more)"
+    return shown

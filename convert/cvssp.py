@@ -1,0 +1,346 @@
+"""Translate a cvssp-layout folder's ``config.json`` files (diffusers/transformers names) into ours.
+
+A cvssp folder (the layout of the ``cvssp/audioldm*`` Hugging Face repos) holds ``model_index.json``
+and the subfolders ``scheduler/``, ``text_encoder/``, ``tokenizer/``, ``unet/``, ``vae/`` and
+``vocoder/``. Every field that changes the computation is either translated or checked against the
+values we support; a value we do not support raises :class:`ConfigError` naming the field, the
+value and what is accepted. Keys starting with ``_`` are metadata and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from audioldm_core.config import (AudioLDMConfig, ClapTextConfig, HiFiGANConfig, ScheduleConfig,
+                                  UNetConfig, VAEConfig)
+from audioldm_core.errors import ConfigError, SourceNotFoundError
+
+COMPONENT_DIRS = {"clap": "text_encoder", "unet": "unet", "vae": "vae", "vocoder": "vocoder"}
+
+# Our built-in names of the four public checkpoints (and the test-sized one) -> cvssp config folder.
+BUILTIN_SOURCES = {
+    "tiny": "tiny",
+    "s-full": "audioldm",
+    "s-full-v2": "audioldm-s-full-v2",
+    "m-full": "audioldm-m-full",
+    "l-full": "audioldm-l-full",
+}
+
+
+def shipped_config_dir(name: str) -> Path:
+    """The copy of a known checkpoint's cvssp config files shipped in ``convert/cvssp_configs``."""
+    if name not in BUILTIN_SOURCES:
+        raise ConfigError(f"unknown checkpoint name {name!r}; choose one of {', '.join(BUILTIN_SOURCES)}")
+    return Path(__file__).parent / "cvssp_configs" / BUILTIN_SOURCES[name]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object; a missing or malformed file raises a clear error."""
+    if not path.is_file():
+        raise SourceNotFoundError(f"missing config file {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _require(cfg: dict[str, Any], where: str, field: str, supported: tuple, default: Any) -> None:
+    value = cfg.get(field, default)
+    if value not in supported:
+        raise ConfigError(f"{where}: {field}={value!r} is not supported; supported: "
+                          + ", ".join(repr(s) for s in supported))
+
+
+def _get(cfg: dict[str, Any], where: str, field: str, default: Any = ...) -> Any:
+    if field in cfg:
+        return cfg[field]
+    if default is ...:
+        raise ConfigError(f"{where}: required field {field!r} is missing")
+    return default
+
+
+def _check_unknown(cfg: dict[str, Any], where: str, known: set[str]) -> None:
+    unknown = {k for k in cfg if not k.startswith("_")} - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown fields {sorted(unknown)}; this converter knows {sorted(known)}")
+
+
+# --- UNet -----------------------------------------------------------------------------------------
+
+# Fields of diffusers' UNet2DConditionModel that AudioLDM leaves at one value; any other value
+# changes the network and is refused. (field, supported values, diffusers' default when absent)
+_UNET_FIXED = [
+    ("act_fn", ("silu",), "silu"),
+    ("center_input_sample", (False,), False),
+    ("flip_sin_to_cos", (True,), True),
+    ("freq_shift", (0,), 0),
+    ("mid_block_type", ("UNetMidBlock2DCrossAttn",), "UNetMidBlock2DCrossAttn"),
+    ("only_cross_attention", (False,), False),
+    ("downsample_padding", (1,), 1),
+    ("mid_block_scale_factor", (1, 1.0), 1),
+    ("dropout", (0.0, 0), 0.0),
+    ("transformer_layers_per_block", (1,), 1),
+    ("reverse_transformer_layers_per_block", (None,), None),
+    ("encoder_hid_dim", (None,), None),
+    ("encoder_hid_dim_type", (None,), None),
+    ("num_attention_heads", (None,), None),
+    ("dual_cross_attention", (False,), False),
+    ("use_linear_projection", (False,), False),
+    ("class_embed_type", ("simple_projection",), None),
+    ("addition_embed_type", (None,), None),
+    ("addition_time_embed_dim", (None,), None),
+    ("num_class_embeds", (None,), None),
+    ("upcast_attention", (False, True), False),  # only changes fp16 rounding; fp32 is identical
+    ("resnet_time_scale_shift", ("default",), "default"),
+    ("resnet_skip_time_act", (False,), False),
+    ("resnet_out_scale_factor", (1.0, 1), 1.0),
+    ("time_embedding_type", ("positional",), "positional"),
+    ("time_embedding_dim", (None,), None),
+    ("time_embedding_act_fn", (None,), None),
+    ("timestep_post_act", (None,), None),
+    ("time_cond_proj_dim", (None,), None),
+    ("conv_in_kernel", (3,), 3),
+    ("conv_out_kernel", (3,), 3),
+    ("attention_type", ("default",), "default"),
+    ("class_embeddings_concat", (True,), False),
+    ("mid_block_only_cross_attention", (None, False), None),
+    ("cross_attention_norm", (None,), None),
+    ("addition_embed_type_num_heads", (64,), 64),
+]
+_UNET_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+              "layers_per_block", "norm_num_groups", "norm_eps", "cross_attention_dim",
+              "attention_head_dim", "projection_class_embeddings_input_dim", "sample_size"}
+
+
+def unet_config(cfg: dict[str, Any], where: str = "unet/config.json") -> UNetConfig:
+    """Translate diffusers ``UNet2DConditionModel`` config fields into :class:`UNetConfig`."""
+    _check_unknown(cfg, where, _UNET_READ | {f for f, _, _ in _UNET_FIXED})
+    for field, supported, default in _UNET_FIXED:
+        _require(cfg, where, field, supported, default)
+    channels = tuple(int(c) for c in _get(cfg, where, "block_out_channels"))
+    down = list(_get(cfg, where, "down_block_types"))
+    up = list(_get(cfg, where, "up_block_types"))
+    kinds = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
+    up_kinds = {"UpBlock2D": False, "CrossAttnUpBlock2D": True}
+    for t in down:
+        if t not in kinds:
+            raise ConfigError(f"{where}: down_block_types entry {t!r} is not supported; supported: {sorted(kinds)}")
+    for t in up:
+        if t not in up_kinds:
+            raise ConfigError(f"{where}: up_block_types entry {t!r} is not supported; supported: {sorted(up_kinds)}")
+    attn = tuple(kinds[t] for t in down)
+    if len(down) != len(channels) or tuple(up_kinds[t] for t in reversed(up)) != attn:
+        raise ConfigError(f"{where}: up_block_types {up} must mirror down_block_types {down}, "
+                          f"one per block_out_channels entry {list(channels)}")
+    # diffusers names the number of heads "attention_head_dim" (a historical misnomer it keeps for
+    # compatibility); it is an int for every level or a list per level.
+    heads = _get(cfg, where, "attention_head_dim", 8)
+    heads = tuple(int(h) for h in heads) if isinstance(heads, (list, tuple)) else (int(heads),) * len(channels)
+    cross = _get(cfg, where, "cross_attention_dim", 1280)
+    cross = tuple(int(c) for c in cross) if isinstance(cross, (list, tuple)) else (int(cross),) * len(channels)
+    if cross != channels:
+        # AudioLDM gives the UNet no text states: attn2 attends to the hidden states themselves, so
+        # its key/value width must be each level's channel count.
+        raise ConfigError(f"{where}: cross_attention_dim {list(cross)} must equal block_out_channels "
+                          f"{list(channels)} (AudioLDM's second attention attends to its own input)")
+    if len(heads) != len(channels):
+        raise ConfigError(f"{where}: attention_head_dim has {len(heads)} entries for {len(channels)} levels")
+    groups = int(_get(cfg, where, "norm_num_groups", 32))
+    for c in channels:
+        if c % groups:
+            raise ConfigError(f"{where}: norm_num_groups={groups} does not divide block channels {c}")
+    for c, h, a in zip(channels, heads, attn):
+        if a and c % h:
+            raise ConfigError(f"{where}: {h} heads do not divide {c} channels")
+    class_dim = _get(cfg, where, "projection_class_embeddings_input_dim")
+    if class_dim is None:
+        raise ConfigError(f"{where}: projection_class_embeddings_input_dim must be set for simple_projection")
+    return UNetConfig(
+        in_channels=int(_get(cfg, where, "in_channels")),
+        out_channels=int(_get(cfg, where, "out_channels")),
+        block_channels=channels,
+        attn_levels=attn,
+        num_heads=heads,
+        layers_per_block=int(_get(cfg, where, "layers_per_block", 2)),
+        norm_groups=groups,
+        norm_eps=float(_get(cfg, where, "norm_eps", 1e-5)),
+        class_embed_dim=int(class_dim),
+    )
+
+
+# --- VAE ------------------------------------------------------------------------------------------
+
+_VAE_FIXED = [
+    ("act_fn", ("silu",), "silu"),
+    ("shift_factor", (None,), None),
+    ("latents_mean", (None,), None),
+    ("latents_std", (None,), None),
+    ("force_upcast", (True, False), True),  # a dtype policy hint, not part of the network
+    ("use_quant_conv", (True,), True),
+    ("use_post_quant_conv", (True,), True),
+    ("mid_block_add_attention", (True,), True),
+]
+_VAE_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+             "layers_per_block", "latent_channels", "norm_num_groups", "sample_size", "scaling_factor"}
+
+
+def vae_config(cfg: dict[str, Any], where: str = "vae/config.json") -> VAEConfig:
+    """Translate diffusers ``AutoencoderKL`` config fields into :class:`VAEConfig`."""
+    _check_unknown(cfg, where, _VAE_READ | {f for f, _, _ in _VAE_FIXED})
+    for field, supported, default in _VAE_FIXED:
+        _require(cfg, where, field, supported, default)
+    channels = tuple(int(c) for c in _get(cfg, where, "block_out_channels"))
+    down = list(_get(cfg, where, "down_block_types"))
+    up = list(_get(cfg, where, "up_block_types"))
+    if down != ["DownEncoderBlock2D"] * len(channels) or up != ["UpDecoderBlock2D"] * len(channels):
+        raise ConfigError(f"{where}: block types {down} / {up} are not supported; supported: "
+                          f"DownEncoderBlock2D / UpDecoderBlock2D once per block_out_channels entry")
+    groups = int(_get(cfg, where, "norm_num_groups", 32))
+    for c in channels:
+        if c % groups:
+            raise ConfigError(f"{where}: norm_num_groups={groups} does not divide block channels {c}")
+    return VAEConfig(
+        in_channels=int(_get(cfg, where, "in_channels")),
+        out_channels=int(_get(cfg, where, "out_channels")),
+        latent_channels=int(_get(cfg, where, "latent_channels")),
+        block_channels=channels,
+        layers_per_block=int(_get(cfg, where, "layers_per_block", 1)),
+        norm_groups=groups,
+        scaling_factor=float(_get(cfg, where, "scaling_factor")),
+    )
+
+
+# --- CLAP text tower (transformers ClapTextConfig) -------------------------------------------------
+
+def clap_config(cfg: dict[str, Any], where: str = "text_encoder/config.json") -> ClapTextConfig:
+    """Translate transformers ``ClapTextConfig`` fields into :class:`ClapTextConfig`.
+
+    transformers configs carry many generic keys (dropouts, labels, ...); only the fields that change
+    the inference computation are read or checked.
+    """
+    _require(cfg, where, "hidden_act", ("gelu",), "gelu")
+    _require(cfg, where, "projection_hidden_act", ("relu",), "relu")
+    _require(cfg, where, "position_embedding_type", ("absolute",), "absolute")
+    hidden = int(_get(cfg, where, "hidden_size", 768))
+    heads = int(_get(cfg, where, "num_attention_heads", 12))
+    if hidden % heads:
+        raise ConfigError(f"{where}: num_attention_heads={heads} does not divide hidden_size={hidden}")
+    return ClapTextConfig(
+        vocab_size=int(_get(cfg, where, "vocab_size", 50265)),
+        hidden_size=hidden,
+        num_layers=int(_get(cfg, where, "num_hidden_layers", 12)),
+        num_heads=heads,
+        intermediate_size=int(_get(cfg, where, "intermediate_size", 3072)),
+        max_positions=int(_get(cfg, where, "max_position_embeddings", 514)),
+        type_vocab_size=int(_get(cfg, where, "type_vocab_size", 1)),
+        pad_token_id=int(_get(cfg, where, "pad_token_id", 1)),
+        layer_norm_eps=float(_get(cfg, where, "layer_norm_eps", 1e-12)),
+        projection_dim=int(_get(cfg, where, "projection_dim", 512)),
+    )
+
+
+# --- HiFi-GAN vocoder (transformers SpeechT5HifiGanConfig) ----------------------------------------
+
+def vocoder_config(cfg: dict[str, Any], where: str = "vocoder/config.json") -> HiFiGANConfig:
+    """Translate transformers ``SpeechT5HifiGanConfig`` fields into :class:`HiFiGANConfig`."""
+    rates = tuple(int(r) for r in _get(cfg, where, "upsample_rates"))
+    kernels = tuple(int(k) for k in _get(cfg, where, "upsample_kernel_sizes"))
+    if len(rates) != len(kernels):
+        raise ConfigError(f"{where}: upsample_rates {list(rates)} and upsample_kernel_sizes "
+                          f"{list(kernels)} must have the same length")
+    rk = tuple(int(k) for k in _get(cfg, where, "resblock_kernel_sizes"))
+    rd = tuple(tuple(int(d) for d in ds) for ds in _get(cfg, where, "resblock_dilation_sizes"))
+    if len(rk) != len(rd):
+        raise ConfigError(f"{where}: resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
+    return HiFiGANConfig(
+        model_in_dim=int(_get(cfg, where, "model_in_dim", 64)),
+        sampling_rate=int(_get(cfg, where, "sampling_rate", 16000)),
+        upsample_initial_channel=int(_get(cfg, where, "upsample_initial_channel")),
+        upsample_rates=rates,
+        upsample_kernel_sizes=kernels,
+        resblock_kernel_sizes=rk,
+        resblock_dilation_sizes=rd,
+        leaky_relu_slope=float(_get(cfg, where, "leaky_relu_slope", 0.1)),
+        normalize_before=bool(_get(cfg, where, "normalize_before", False)),
+    )
+
+
+# --- Scheduler --------------------------------------------------------------------------------------
+
+_SCHEDULE_FIXED = [
+    ("thresholding", (False,), False),
+    ("rescale_betas_zero_snr", (False,), False),
+]
+_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+_SPACINGS = ("leading", "trailing", "linspace")
+_PREDICTIONS = ("epsilon", "v_prediction", "sample")
+
+
+def schedule_config(cfg: dict[str, Any], where: str = "scheduler/scheduler_config.json") -> ScheduleConfig:
+    """Translate a diffusers scheduler config into :class:`ScheduleConfig`.
+
+    ``timestep_spacing`` stays ``None`` when the key is absent (the cvssp configs predate it), so
+    that each sampler falls back to its own diffusers default; a present value is kept as given.
+    Sampler-specific options of other schedulers (solver order, ...) are not part of a checkpoint.
+    """
+    for field, supported, default in _SCHEDULE_FIXED:
+        _require(cfg, where, field, supported, default)
+    _require(cfg, where, "beta_schedule", _BETA_SCHEDULES, "linear")
+    _require(cfg, where, "prediction_type", _PREDICTIONS, "epsilon")
+    spacing = cfg.get("timestep_spacing")
+    if spacing is not None and spacing not in _SPACINGS:
+        raise ConfigError(f"{where}: timestep_spacing={spacing!r} is not supported; supported: {_SPACINGS}")
+    betas = cfg.get("trained_betas")
+    return ScheduleConfig(
+        num_train_timesteps=int(_get(cfg, where, "num_train_timesteps", 1000)),
+        beta_start=float(_get(cfg, where, "beta_start", 0.0001)),
+        beta_end=float(_get(cfg, where, "beta_end", 0.02)),
+        beta_schedule=str(_get(cfg, where, "beta_schedule", "linear")),
+        trained_betas=None if betas is None else tuple(float(b) for b in betas),
+        prediction_type=str(_get(cfg, where, "prediction_type", "epsilon")),
+        clip_sample=bool(_get(cfg, where, "clip_sample", False)),
+        clip_sample_range=float(_get(cfg, where, "clip_sample_range", 1.0)),
+        set_alpha_to_one=bool(_get(cfg, where, "set_alpha_to_one", False)),
+        steps_offset=int(_get(cfg, where, "steps_offset", 0)),
+        timestep_spacing=spacing,
+    )
+
+
+# --- The whole folder -------------------------------------------------------------------------------
+
+def read_folder_config(folder: Path, name: str = "") -> AudioLDMConfig:
+    """Read and translate every config of a cvssp-layout folder into one :class:`AudioLDMConfig`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceNotFoundError(f"{folder} is not a folder")
+    for sub in ("scheduler", "text_encoder", "tokenizer", "unet", "vae", "vocoder"):
+        if not (folder / sub).is_dir():
+            raise SourceNotFoundError(f"{folder} is not a cvssp-layout folder: component folder "
+                                      f"{sub}/ is missing (expected scheduler/, text_encoder/, "
+                                      f"tokenizer/, unet/, vae/, vocoder/)")
+    tok = read_json(folder / "tokenizer" / "tokenizer_config.json")
+    max_len = tok.get("model_max_length", 512)
+    if not isinstance(max_len, int) or max_len <= 0 or max_len > 10**6:
+        raise ConfigError(f"{folder}/tokenizer/tokenizer_config.json: model_max_length={max_len!r} "
+                          f"must be a positive int")
+    clap = clap_config(read_json(folder / "text_encoder" / "config.json"))
+    unet = unet_config(read_json(folder / "unet" / "config.json"))
+    vae = vae_config(read_json(folder / "vae" / "config.json"))
+    vocoder = vocoder_config(read_json(folder / "vocoder" / "config.json"))
+    schedule = schedule_config(read_json(folder / "scheduler" / "scheduler_config.json"))
+    if unet.class_embed_dim != clap.projection_dim:
+        raise ConfigError(f"unet projection_class_embeddings_input_dim={unet.class_embed_dim} must equal "
+                          f"text_encoder projection_dim={clap.projection_dim}")
+    if unet.in_channels != vae.latent_channels or unet.out_channels != vae.latent_channels:
+        raise ConfigError(f"unet in/out channels {unet.in_channels}/{unet.out_channels} must equal "
+                          f"vae latent_channels={vae.latent_channels}")
+    if max_len + 2 > clap.max_positions:
+        raise ConfigError(f"tokenizer model_max_length={max_len} needs {max_len + 2} positions; "
+                          f"text_encoder has max_position_embeddings={clap.max_positions}")
+    return AudioLDMConfig(name=name or folder.name, clap=clap, unet=unet, vae=vae, vocoder=vocoder,
+                          schedule=schedule, model_max_length=max_len)
