@@ -1,0 +1,133 @@
+"""Building blocks shared by the UNet and the VAE (and anything else that needs them).
+
+Modules are named like their diffusers counterparts so checkpoint keys map to themselves. Every
+class takes plain ints; none holds a non-persistent buffer (our strict loader fills every tensor
+from the checkpoint, so anything derived is computed in ``forward``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, *, flip_sin_to_cos: bool = True,
+                       freq_shift: float = 0.0, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal timestep features (DDPM, Ho et al. 2020; diffusers ``get_timestep_embedding``).
+
+    t: (B,) int or float timesteps -> (B, dim) float32. Frequencies are
+    ``exp(-ln(max_period) * i / (dim/2 - freq_shift))``; ``[cos, sin]`` when ``flip_sin_to_cos``.
+    """
+    if t.ndim != 1:
+        raise ValueError(f"timesteps must be 1-D (B,), got shape {tuple(t.shape)}")
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(exponent / (half - freq_shift))
+    args = t.float()[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm-SiLU-conv residual block with an optional timestep projection.
+
+    diffusers ``ResnetBlock2D`` with ``time_embedding_norm="default"``, ``output_scale_factor=1``.
+    x: (B, in_ch, H, W), temb: (B, temb_ch) or None -> (B, out_ch, H, W).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, temb_ch: Optional[int], groups: int, eps: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch, eps=eps)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_ch, out_ch) if temb_ch else None
+        self.norm2 = nn.GroupNorm(groups, out_ch, eps=eps)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.time_emb_proj is not None:
+            if temb is None:
+                raise ValueError("this ResnetBlock needs a timestep embedding")
+            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        return skip + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution halving H and W.
+
+    ``asymmetric_pad=False``: padding 1 on every side (UNet). ``True``: pad right/bottom by one and
+    no conv padding (the VAE encoder, diffusers ``Downsample2D(padding=0)``).
+    x: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)) (or floor((H-1)/2)+1 for the asymmetric form).
+    """
+
+    def __init__(self, channels: int, asymmetric_pad: bool = False):
+        super().__init__()
+        self.asymmetric_pad = asymmetric_pad
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if asymmetric_pad else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.asymmetric_pad:
+            x = F.pad(x, (0, 1, 0, 1))
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling then a 3x3 convolution.
+
+    x: (B, C, H, W) -> (B, C, 2H, 2W), or (B, C, *size) when ``size`` is given (the UNet passes the
+    skip tensor's size so odd lengths round-trip, as diffusers does).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        dtype = x.dtype
+        if dtype == torch.bfloat16:  # nearest upsampling has no bf16 kernel on some backends
+            x = x.float()
+        if size is None:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:
+            x = F.interpolate(x, size=size, mode="nearest")
+        return self.conv(x.to(dtype))
+
+
+class Attention(nn.Module):
+    """Multi-head attention over a sequence, via ``scaled_dot_product_attention``.
+
+    diffusers ``Attention`` without its norms: ``to_q``/``to_k``/``to_v`` projections (bias per
+    ``qkv_bias``), ``to_out.0`` output projection with bias.
+    x: (B, N, dim), context: (B, M, kv_dim) or None (self-attention) -> (B, N, dim).
+    """
+
+    def __init__(self, dim: int, heads: int, kv_dim: Optional[int] = None, qkv_bias: bool = False):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"{heads} heads do not divide dim {dim}")
+        kv_dim = kv_dim or dim
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_k = nn.Linear(kv_dim, dim, bias=qkv_bias)
+        self.to_v = nn.Linear(kv_dim, dim, bias=qkv_bias)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        context = x if context is None else context
+        b, n, d = x.shape
+        q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k = self.to_k(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+        v = self.to_v(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out[0](out.transpose(1, 2).reshape(b, n, d))
