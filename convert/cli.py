@@ -1,0 +1,85 @@
+"""``audioldm-convert SRC OUT.safetensors``: convert a cvssp folder or Hub repo into our format.
+
+SRC is a local cvssp-layout folder (``model_index.json``, ``text_encoder/``, ``unet/``, ...) or a
+Hugging Face repo id such as ``cvssp/audioldm-s-full-v2`` (downloaded and cached by huggingface_hub;
+with ``HF_HUB_OFFLINE=1`` only the local cache is used). Errors print one line and exit 2; no
+partial output file is ever left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from audioldm_core.checkpoint import COMPONENTS, FLOAT_DTYPES
+from audioldm_core.errors import AudioLDMError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``audioldm-convert`` (also used by ``python -m convert``)."""
+    p = argparse.ArgumentParser(
+        prog="audioldm-convert",
+        description="Convert a cvssp-layout AudioLDM model (local folder or Hugging Face repo id) "
+                    "into one self-contained audioldm-core .safetensors file.")
+    p.add_argument("source", help="cvssp-layout folder, or Hub repo id (e.g. cvssp/audioldm-s-full-v2)")
+    p.add_argument("out", help="output file, e.g. audioldm-s-full-v2.safetensors (its folder must exist)")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit); default main")
+    p.add_argument("--variant", choices=["fp16"], default=None,
+                   help="read the *.fp16.* weight files instead of the fp32 ones")
+    p.add_argument("--dtype", choices=list(FLOAT_DTYPES), default="float32",
+                   help="floating dtype of the tensors written (default float32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def _print_summary(summary: dict) -> None:
+    rows = [("component", "tensors", "params", "MiB (source dtype)")]
+    for comp, st in summary["components"].items():
+        rows.append((comp, str(st["tensors"]), f"{st['params'] / 1e6:.1f} M", f"{st['bytes'] / 2**20:.1f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    total = sum(st["params"] for st in summary["components"].values())
+    print(f"wrote {summary['out']}: {total / 1e6:.1f} M params, {summary['bytes'] / 2**20:.1f} MiB "
+          f"({summary['dtype']}) in {summary['seconds']:.1f} s")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the converter CLI; returns the process exit code (0 ok, 2 error)."""
+    from convert.core import convert_to_file, summary_json
+
+    args = build_parser().parse_args(argv)
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(COMPONENTS), desc="converting", unit="component", file=sys.stderr)
+
+    def progress(comp: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(comp)
+            if comp != next(iter(COMPONENTS)):
+                bar.update(1)
+
+    try:
+        summary = convert_to_file(args.source, args.out, revision=args.revision, variant=args.variant,
+                                  dtype=args.dtype, progress=progress)
+    except AudioLDMError as e:
+        if bar is not None:
+            bar.close()
+        print(f"audioldm-convert: error: {e}", file=sys.stderr)
+        return 2
+    if bar is not None:
+        bar.update(1)
+        bar.close()
+    if args.json:
+        print(summary_json(summary))
+    elif not args.quiet:
+        _print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
