@@ -30,6 +30,11 @@ class InputError(AudioLDMError, ValueError):
     """A bad argument to a model, a sampler or the pipeline (type, shape, range)."""
 
 
+class NumericalError(AudioLDMError, FloatingPointError):
+    """Latents, a mel or audio became NaN or Inf (fp16 overflow, damaged weights); the message
+    names the step and the component."""
+
+
 def name_list(names: Iterable[str], limit: int = 10) -> str:
     """Format names for an error message: sorted, at most ``limit`` shown, then ``(+N more)``."""
     names = sorted(names)
