@@ -1,0 +1,477 @@
+"""Text-to-audio: prompt -> CLAP embedding -> denoising loop in latent space -> VAE -> HiFi-GAN.
+
+``AudioLDM`` reproduces diffusers' ``AudioLDMPipeline`` argument by argument (same defaults, the same
+length rounding and trimming, guidance only when ``guidance_scale > 1``, the same initial latents
+for the same CPU ``torch.Generator`` state), with three differences that do not change results:
+prompts are not padded to 512 tokens (the attention mask makes the embedding equal), the empty
+negative prompt's embedding is cached, and a string ``negative_prompt`` applies to every prompt of a
+list (diffusers raises there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (COMPONENTS, build_component, empty_component, load_component, load_state_strict,
+                         read_info)
+from .config import BUILTIN_NAMES, AudioLDMConfig, builtin_config
+from .errors import InputError, NumericalError, SourceNotFoundError
+
+# Short names of the public checkpoints, accepted wherever a Hub repo id is.
+HUB_ALIASES = {
+    "s-full": "cvssp/audioldm",
+    "s-full-v2": "cvssp/audioldm-s-full-v2",
+    "m-full": "cvssp/audioldm-m-full",
+    "l-full": "cvssp/audioldm-l-full",
+}
+DEFAULT_MODEL = "cvssp/audioldm-s-full-v2"
+DEFAULT_SECONDS = 5.12  # diffusers: unet sample_size (128) * VAE factor (4) * hop / rate (0.01)
+TINY_SEED = 1234
+
+Generator = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+@dataclass
+class AudioOutput:
+    """Generated audio: ``audios`` float32 (B, samples) as numpy or torch, at ``sample_rate`` Hz."""
+
+    audios: Union[np.ndarray, torch.Tensor]
+    sample_rate: int = 16000
+
+
+@dataclass
+class DenoiseStep:
+    """One step of the denoising loop, as yielded by :meth:`AudioLDM.denoise`.
+
+    index: 0-based step number; num_steps: total steps; timestep: the sampler's timestep;
+    latents: (B, C, T, F) current latents (scaled, as the UNet sees them before decoding);
+    num_samples: the waveform length :meth:`AudioLDM.decode` trims to.
+    """
+
+    index: int
+    num_steps: int
+    timestep: Any
+    latents: torch.Tensor
+    num_samples: int
+
+
+def _tokenizer_from_dict(data: dict, max_len: int):
+    from .tokenizer import Tokenizer
+
+    return Tokenizer.from_dict(data, model_max_length=max_len)
+
+
+def _seeded_init_(module: nn.Module, seed: int) -> nn.Module:
+    """Deterministic random weights of sensible scale for the built-in ``tiny`` model.
+
+    Weights ~ N(0, 1/fan_in); vectors (biases, norm shifts) ~ N(0, 0.05^2); norm scales 1 + N(0, 0.1^2).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if t.ndim >= 2:
+                fan_in = t[0].numel() if t.ndim > 2 or "embed" not in name else 1
+                t.copy_(torch.randn(t.shape, generator=g) / math.sqrt(max(fan_in, 1)))
+            elif name.endswith("scale") or "norm" in name.lower() and name.endswith("weight"):
+                t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
+            else:
+                t.copy_(0.05 * torch.randn(t.shape, generator=g))
+    return module
+
+
+class AudioLDM:
+    """The AudioLDM text-to-audio pipeline.
+
+    Build it with :meth:`from_pretrained`. Components are plain modules (``clap``, ``unet``, ``vae``,
+    ``vocoder``) plus ``tokenizer`` and ``config``; researchers may call them directly.
+    """
+
+    def __init__(self, config: AudioLDMConfig, tokenizer, clap: nn.Module, unet: nn.Module, vae: nn.Module,
+                 vocoder: nn.Module, source: Optional[dict] = None):
+        from .clap import PromptEncoder
+
+        self.config = config
+        self.tokenizer = tokenizer
+        self.clap, self.unet, self.vae, self.vocoder = clap, unet, vae, vocoder
+        self.source = dict(source or {})
+        self.prompt_encoder = PromptEncoder(tokenizer, clap)
+
+    # --- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, source: Union[str, os.PathLike] = DEFAULT_MODEL, *, device: Any = "cpu",
+                        dtype: torch.dtype = torch.float32, revision: Optional[str] = None,
+                        variant: Optional[str] = None) -> "AudioLDM":
+        """Load a model from any of:
+
+        - a converted ``.safetensors`` file written by ``audioldm-convert``;
+        - a cvssp-layout folder (converted in memory by the same code as the CLI);
+        - a Hugging Face repo id such as ``cvssp/audioldm-s-full-v2`` (downloaded and cached by
+          huggingface_hub; offline and not cached raises with instructions), or one of the short
+          names ``s-full``, ``s-full-v2``, ``m-full``, ``l-full`` for the public repos;
+        - ``"tiny"``: a few-MB model with seeded random weights for demos and tests. Its output is
+          noise, not sound: it exercises every code path, nothing more.
+        """
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise InputError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
+        source = str(source)
+        if source == "tiny":
+            return cls._tiny(device, dtype)
+        path = Path(source).expanduser()
+        if path.is_file():
+            info = read_info(path)
+            modules = {c: load_component(path, c, device=device, dtype=dtype, info=info) for c in COMPONENTS}
+            tok = _tokenizer_from_dict(info.tokenizer, info.config.model_max_length)
+            src = {"kind": "file", "path": str(path.resolve()), "origin": info.source}
+            return cls(info.config, tok, source=src, **modules)
+        from convert.core import convert_source  # the converter ships in the same distribution
+
+        repo = HUB_ALIASES.get(source, source)
+        conv = convert_source(repo, revision=revision, variant=variant, hash_files=False)
+        modules = {}
+        for comp in COMPONENTS:
+            modules[comp] = load_state_strict(empty_component(comp, conv.config), conv.tensors.pop(comp), comp,
+                                              device=device, dtype=dtype)
+        tok = _tokenizer_from_dict(conv.tokenizer, conv.config.model_max_length)
+        return cls(conv.config, tok, source=conv.source, **modules)
+
+    @classmethod
+    def _tiny(cls, device: Any, dtype: torch.dtype) -> "AudioLDM":
+        import json
+        from importlib import resources
+
+        config = builtin_config("tiny")
+        data = json.loads(resources.files("audioldm_core.configs").joinpath("tiny-tokenizer.json").read_text())
+        modules = {}
+        for i, comp in enumerate(COMPONENTS):
+            m = _seeded_init_(build_component(comp, config), TINY_SEED + i)
+            modules[comp] = m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        tok = _tokenizer_from_dict(data, config.model_max_length)
+        return cls(config, tok, source={"kind": "builtin", "name": "tiny", "seed": TINY_SEED}, **modules)
+
+    def to(self, device: Any = None, dtype: Optional[torch.dtype] = None) -> "AudioLDM":
+        """Move every component to ``device`` and/or cast it to ``dtype``; returns self."""
+        for comp in COMPONENTS:
+            getattr(self, comp).to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """The device the UNet's weights are on."""
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the UNet's weights."""
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate in Hz (16000 for every AudioLDM checkpoint)."""
+        return self.config.vocoder.sampling_rate
+
+    def model_hash(self) -> str:
+        """A short identity of the loaded weights' source, for manifests (not a content hash of the
+        tensors): SHA-256 of the checkpoint header for a file, of the source description otherwise."""
+        src = self.source
+        if src.get("kind") == "file":
+            with open(src["path"], "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = f.read(min(n, 1 << 28))
+            return hashlib.sha256(header).hexdigest()[:16]
+        return hashlib.sha256(repr(sorted(src.items())).encode()).hexdigest()[:16]
+
+    # --- geometry ---------------------------------------------------------------------------------
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """How many mel frames (and bins) one latent cell covers: 2 ** (VAE levels - 1)."""
+        return 2 ** (len(self.config.vae.block_channels) - 1)
+
+    def lengths(self, audio_length_in_s: Optional[float]) -> tuple[float, int, int]:
+        """(seconds, mel frames, waveform samples) for a requested length, as diffusers computes them:
+        frames = int(seconds / hop_seconds), rounded up to a multiple of the VAE factor; samples =
+        int(seconds * rate)."""
+        voc = self.config.vocoder
+        hop_seconds = float(np.prod(voc.upsample_rates)) / voc.sampling_rate
+        if audio_length_in_s is None:
+            audio_length_in_s = DEFAULT_SECONDS
+        if isinstance(audio_length_in_s, bool) or not isinstance(audio_length_in_s, (int, float)):
+            raise InputError(f"audio_length_in_s must be a number of seconds, got {audio_length_in_s!r}")
+        minimum = hop_seconds * self.vae_scale_factor
+        if not math.isfinite(audio_length_in_s) or audio_length_in_s < minimum:
+            raise InputError(f"audio_length_in_s must be at least {minimum:g} s, got {audio_length_in_s}")
+        frames = int(audio_length_in_s / hop_seconds)
+        samples = int(audio_length_in_s * voc.sampling_rate)
+        if frames % self.vae_scale_factor:
+            frames = int(np.ceil(frames / self.vae_scale_factor)) * self.vae_scale_factor
+        return float(audio_length_in_s), frames, samples
+
+    # --- text ---------------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: Union[str, Sequence[str], None] = None, *,
+                      negative_prompt: Union[str, Sequence[str], None] = None,
+                      num_waveforms_per_prompt: int = 1, guidance_scale: float = 2.5,
+                      prompt_embeds: Optional[torch.Tensor] = None,
+                      negative_prompt_embeds: Optional[torch.Tensor] = None,
+                      ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """CLAP conditioning for the UNet.
+
+        Returns ``(cond, uncond)``: cond (B*n, P) L2-normalised prompt embeddings, each repeated
+        ``num_waveforms_per_prompt`` times consecutively; uncond the same for the negative prompt
+        ("" by default) when ``guidance_scale > 1``, else None. Given ``prompt_embeds`` are used as
+        they are (not re-normalised), as diffusers does.
+        """
+        prompts = self._prompt_list(prompt, prompt_embeds)
+        n = _positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
+        dev, dt = self.device, self.dtype
+        if prompt_embeds is None:
+            cond = self.prompt_encoder(prompts)
+        else:
+            cond = self._check_embeds(prompt_embeds, "prompt_embeds")
+        batch = cond.shape[0]
+        uncond = None
+        if _guidance(guidance_scale) > 1.0:
+            if negative_prompt_embeds is not None:
+                if negative_prompt is not None:
+                    raise InputError("give negative_prompt or negative_prompt_embeds, not both")
+                uncond = self._check_embeds(negative_prompt_embeds, "negative_prompt_embeds")
+                if uncond.shape != cond.shape:
+                    raise InputError(f"negative_prompt_embeds shape {tuple(uncond.shape)} must equal "
+                                     f"prompt_embeds shape {tuple(cond.shape)}")
+            else:
+                negs = self._negative_list(negative_prompt, batch)
+                uncond = self.prompt_encoder(negs)
+            uncond = uncond.to(device=dev, dtype=dt).repeat_interleave(n, dim=0)
+        elif negative_prompt_embeds is not None and negative_prompt is not None:
+            raise InputError("give negative_prompt or negative_prompt_embeds, not both")
+        cond = cond.to(device=dev, dtype=dt).repeat_interleave(n, dim=0)
+        return cond, uncond
+
+    def _prompt_list(self, prompt, prompt_embeds) -> Optional[list[str]]:
+        if prompt is not None and prompt_embeds is not None:
+            raise InputError("give prompt or prompt_embeds, not both")
+        if prompt is None and prompt_embeds is None:
+            raise InputError("give a prompt (a string or a list of strings) or prompt_embeds")
+        if prompt is None:
+            return None
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt, (list, tuple)):
+            if not prompt:
+                raise InputError("prompt is an empty list; give at least one string")
+            bad = [type(p).__name__ for p in prompt if not isinstance(p, str)]
+            if bad:
+                raise InputError(f"every prompt in the list must be a string; found {', '.join(sorted(set(bad)))}")
+            return list(prompt)
+        raise InputError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+
+    def _negative_list(self, negative_prompt, batch: int) -> list[str]:
+        if negative_prompt is None:
+            return [""] * batch
+        if isinstance(negative_prompt, str):
+            return [negative_prompt] * batch
+        negs = self._prompt_list(list(negative_prompt) if isinstance(negative_prompt, (list, tuple))
+                                 else negative_prompt, None)
+        if len(negs) != batch:
+            raise InputError(f"negative_prompt has {len(negs)} entries but there are {batch} prompts; "
+                             f"give one per prompt, or a single string for all")
+        return negs
+
+    def _check_embeds(self, embeds, name: str) -> torch.Tensor:
+        width = self.config.clap.projection_dim
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2 or embeds.shape[1] != width \
+                or embeds.shape[0] == 0:
+            shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise InputError(f"{name} must be a (B, {width}) tensor, got {shape}")
+        if not torch.isfinite(embeds).all():
+            raise InputError(f"{name} contains NaN or Inf")
+        return embeds
+
+    # --- latents ------------------------------------------------------------------------------------
+
+    def prepare_latents(self, batch: int, frames: int, generator: Generator = None,
+                        latents: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unit-variance initial noise (B, C, frames/f, bins/f), drawn exactly as diffusers'
+        ``randn_tensor`` draws it: on the generator's device (CPU generators draw on the CPU, then
+        move), one draw per item for a list of generators. Given ``latents`` are checked and moved."""
+        f = self.vae_scale_factor
+        shape = (batch, self.config.unet.in_channels, frames // f, self.config.vocoder.model_in_dim // f)
+        dev, dt = self.device, self.dtype
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
+                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise InputError(f"latents must have shape {shape} for this length and batch, got {got}")
+            return latents.to(device=dev, dtype=dt)
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != batch:
+                raise InputError(f"got {len(generator)} generators for a batch of {batch} waveforms "
+                                 f"(prompts x num_waveforms_per_prompt); give one per waveform or a single one")
+            if len(generator) == 1:
+                generator = generator[0]
+        if isinstance(generator, (list, tuple)):
+            gdev = generator[0].device
+            draws = [torch.randn((1,) + shape[1:], generator=g, device=gdev, dtype=dt) for g in generator]
+            return torch.cat(draws).to(dev)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise InputError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
+        gdev = generator.device if generator is not None else dev
+        return torch.randn(shape, generator=generator, device=gdev, dtype=dt).to(dev)
+
+    def guided_eps(self, cond: torch.Tensor, uncond: Optional[torch.Tensor],
+                   guidance_scale: float) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        """The model closure the samplers call: ``eps_fn(x, t) -> eps``.
+
+        With ``uncond`` it runs the UNet once on the batch [uncond; cond] and returns
+        ``eps_u + g * (eps_c - eps_u)`` (classifier-free guidance, Ho & Salimans 2022).
+        """
+        unet = self.unet
+        if uncond is None:
+            return lambda x, t: unet(x, t, cond)
+        both = torch.cat([uncond, cond])
+
+        def eps_fn(x: torch.Tensor, t: Any) -> torch.Tensor:
+            eps_u, eps_c = unet(torch.cat([x, x]), t, both).chunk(2)
+            return eps_u + guidance_scale * (eps_c - eps_u)
+
+        return eps_fn
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def denoise(self, prompt: Union[str, Sequence[str], None] = None, audio_length_in_s: Optional[float] = None,
+                num_inference_steps: int = 10, guidance_scale: float = 2.5,
+                negative_prompt: Union[str, Sequence[str], None] = None, num_waveforms_per_prompt: int = 1,
+                eta: float = 0.0, generator: Generator = None, latents: Optional[torch.Tensor] = None,
+                prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
+                sampler: str = "ddim") -> Iterator[DenoiseStep]:
+        """The denoising loop as a generator: yields a :class:`DenoiseStep` after every step.
+
+        Stop iterating to stop early; ``pipe.decode(step.latents, step.num_samples)`` turns any
+        step's latents into a waveform. Arguments as in :meth:`__call__`.
+        """
+        from .samplers import get_sampler
+
+        run = get_sampler(sampler)
+        steps = _positive_int(num_inference_steps, "num_inference_steps")
+        g = _guidance(guidance_scale)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+            raise InputError(f"eta must be a number >= 0, got {eta!r}")
+        _, frames, samples = self.lengths(audio_length_in_s)
+        cond, uncond = self.encode_prompt(prompt, negative_prompt=negative_prompt,
+                                          num_waveforms_per_prompt=num_waveforms_per_prompt, guidance_scale=g,
+                                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
+        x = self.prepare_latents(cond.shape[0], frames, generator, latents)
+        eps_fn = self.guided_eps(cond, uncond, g)
+        opts = {"eta": eta} if sampler == "ddim" else {}
+        stream = run(eps_fn, x, self.config.schedule, steps, generator=generator, **opts)
+        for i, (t, x) in enumerate(stream):
+            if not torch.isfinite(x).all():
+                raise NumericalError(f"latents became NaN/Inf at step {i + 1}/{steps} (t={_scalar(t)}) of the "
+                                     f"{sampler} sampler in the UNet ({self.dtype}); try float32")
+            yield DenoiseStep(index=i, num_steps=steps, timestep=t, latents=x, num_samples=samples)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
+        """Latents (B, C, T, F) -> waveform (B, samples) float32 on the CPU, trimmed to ``num_samples``.
+
+        Divides by the VAE scaling factor, decodes the mel (B, 1, 4T, 64), and runs the vocoder.
+        """
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
+            raise InputError(f"latents must be a (B, C, T, F) tensor, got "
+                             f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}")
+        z = latents.to(device=self.device, dtype=self.dtype) / self.config.vae.scaling_factor
+        mel = self.vae.decode(z)
+        if not torch.isfinite(mel).all():
+            raise NumericalError(f"the VAE decoder produced NaN/Inf ({self.dtype}); try float32")
+        audio = self.vocoder(mel.squeeze(1))
+        if not torch.isfinite(audio).all():
+            raise NumericalError(f"the vocoder produced NaN/Inf ({self.dtype}); try float32")
+        audio = audio.cpu().float()
+        return audio if num_samples is None else audio[:, :num_samples]
+
+    def __call__(self, prompt: Union[str, Sequence[str], None] = None, audio_length_in_s: Optional[float] = None,
+                 num_inference_steps: int = 10, guidance_scale: float = 2.5,
+                 negative_prompt: Union[str, Sequence[str], None] = None, num_waveforms_per_prompt: int = 1,
+                 eta: float = 0.0, generator: Generator = None, latents: Optional[torch.Tensor] = None,
+                 prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
+                 callback: Optional[Callable[[int, Any, torch.Tensor], None]] = None, callback_steps: int = 1,
+                 output_type: str = "np", sampler: str = "ddim", progress: bool = True) -> AudioOutput:
+        """Generate audio from text (diffusers ``AudioLDMPipeline.__call__`` semantics).
+
+        prompt: a string or list of strings (or give ``prompt_embeds`` (B, 512) instead).
+        audio_length_in_s: seconds (default 5.12); the latent length is rounded up to a multiple of
+            the VAE factor and the waveform trimmed back to ``int(seconds * 16000)`` samples.
+        num_inference_steps, sampler: see ``audioldm samplers`` for the names.
+        guidance_scale: classifier-free guidance weight; applied only when > 1.
+        negative_prompt: string or list (one per prompt); "" when guidance is on and none is given.
+        num_waveforms_per_prompt: waveforms per prompt (batch = prompts x this).
+        eta: DDIM noise (0 = deterministic); other samplers ignore it.
+        generator: a torch.Generator or one per waveform; same CPU generator state -> same initial
+            latents as diffusers.
+        latents: initial unit-variance noise (B, 8, T/4, 16) to use instead of drawing it.
+        callback(step, timestep, latents): called every ``callback_steps`` steps.
+        output_type: "np" (numpy) or "pt" (torch). progress: show a tqdm bar.
+        Returns :class:`AudioOutput` with ``audios`` float32 (B, samples) and ``sample_rate``.
+        """
+        if output_type not in ("np", "pt"):
+            raise InputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        every = _positive_int(callback_steps, "callback_steps")
+        if callback is not None and not callable(callback):
+            raise InputError("callback must be callable as callback(step, timestep, latents)")
+        stream = self.denoise(prompt, audio_length_in_s, num_inference_steps, guidance_scale, negative_prompt,
+                              num_waveforms_per_prompt, eta, generator, latents, prompt_embeds,
+                              negative_prompt_embeds, sampler)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=num_inference_steps, desc=f"{sampler}", unit="step", leave=False)
+        step = None
+        try:
+            for step in stream:
+                if bar is not None:
+                    bar.update(1)
+                if callback is not None and step.index % every == 0:
+                    callback(step.index, step.timestep, step.latents)
+        finally:
+            if bar is not None:
+                bar.close()
+        audio = self.decode(step.latents, step.num_samples)
+        return AudioOutput(audios=audio.numpy() if output_type == "np" else audio, sample_rate=self.sample_rate)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _guidance(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"guidance_scale must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _scalar(t: Any) -> Any:
+    return t.item() if isinstance(t, torch.Tensor) and t.numel() == 1 else t
+
+
+def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, **kwargs) -> AudioLDM:
+    """Shorthand for :meth:`AudioLDM.from_pretrained`."""
+    return AudioLDM.from_pretrained(source, **kwargs)
+
+
+__all__ = ["AudioLDM", "AudioOutput", "DenoiseStep", "DEFAULT_MODEL", "HUB_ALIASES", "BUILTIN_NAMES",
+           "SourceNotFoundError"]
