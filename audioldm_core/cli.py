@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import AudioLDMError, InputError
+from .errors import AudioLDMError, InputError, SourceNotFoundError
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -132,7 +132,10 @@ def _load(args) -> Any:
               "(use --model with a converted file, a cvssp folder or a Hub repo id for real audio)",
               file=sys.stderr)
     t0 = time.perf_counter()
-    pipe = AudioLDM.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    try:
+        pipe = AudioLDM.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    except SourceNotFoundError as e:
+        raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
     return pipe, time.perf_counter() - t0
 
 

@@ -208,3 +208,21 @@ def reference_pipeline(folder: Path, **kwargs):
 
 KNOWN = tuple(BUILTIN_SOURCES)
 FULL_SIZE = ("s-full", "s-full-v2", "m-full", "l-full")
+
+
+def diffusers_scheduler(name: str, scheduler_config):
+    """The diffusers scheduler a user of AudioLDMPipeline swaps in for our sampler ``name``."""
+    import diffusers
+
+    classes = {
+        "ddim": ("DDIMScheduler", {}),
+        "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+        "lms": ("LMSDiscreteScheduler", {}),
+        "euler": ("EulerDiscreteScheduler", {}),
+        "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+        "heun": ("HeunDiscreteScheduler", {}),
+        "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        "unipc": ("UniPCMultistepScheduler", {"solver_order": 2}),
+    }
+    cls, extra = classes[name]
+    return getattr(diffusers, cls).from_config(scheduler_config, **extra)

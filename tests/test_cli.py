@@ -1,0 +1,131 @@
+"""The ``audioldm`` command line, on the built-in ``tiny`` model (offline, seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from audioldm_core.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*args, **kw):
+    """Run the CLI in a subprocess (as a user would): returns CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "audioldm_core.cli", *args], capture_output=True, text=True,
+                          cwd=kw.pop("cwd", REPO), **kw)
+
+
+def test_help_and_samplers():
+    r = run("--help")
+    assert r.returncode == 0 and "generate" in r.stdout
+    r = run("samplers")
+    assert r.returncode == 0
+    for name in ("ddim", "pndm", "lms", "euler", "euler_ancestral", "heun", "dpmsolver++", "unipc"):
+        assert name in r.stdout
+
+
+def test_generate_tiny_writes_16k_wav_of_the_right_length(tmp_path):
+    out = tmp_path / "dog.wav"
+    r = run("generate", "a dog barks", "--model", "tiny", "-o", str(out), "--seconds", "1.5", "--steps", "2",
+            "--seed", "7", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "random weights" in r.stderr and "noise" in r.stderr
+    assert f"wrote {out}" in r.stdout and "seed 7" in r.stdout
+    data, rate = sf.read(out)
+    assert rate == 16000 and data.shape == (24000,)
+    assert sf.info(out).format == "WAV"
+
+
+def test_generate_n_files_flac_and_seed_reproducible(tmp_path):
+    out = tmp_path / "x.flac"
+    args = ["a cat", "--model", "tiny", "-o", str(out), "--seconds", "1.0", "--steps", "2", "-n", "2",
+            "--seed", "3", "--no-progress", "--sampler", "euler"]
+    assert main(["generate", *args]) == 0
+    files = sorted(tmp_path.glob("x-*.flac"))
+    assert [f.name for f in files] == ["x-0.flac", "x-1.flac"]
+    first = sf.read(files[0])[0]
+    assert main(["generate", *args]) == 0
+    assert (sf.read(files[0])[0] == first).all()
+    assert sf.info(files[0]).format == "FLAC" and sf.info(files[0]).samplerate == 16000
+
+
+def test_batch_file_with_manifest_and_resume(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a dog barks\n\n"
+                       + json.dumps({"prompt": "rain on a roof", "seed": 11, "seconds": 1.2, "n": 2}) + "\n"
+                       + "birds at dawn\n")
+    outdir = tmp_path / "out"
+    args = ["generate", "--prompts", str(prompts), "-o", str(outdir), "--model", "tiny", "--seconds", "1.0",
+            "--steps", "2", "--seed", "100", "--no-progress"]
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    manifest = [json.loads(line) for line in (outdir / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 3
+    assert manifest[0]["seed"] == 100 and manifest[2]["seed"] == 102 and manifest[1]["seed"] == 11
+    assert manifest[1]["outputs"] == ["0001-rain-on-a-roof-0.wav", "0001-rain-on-a-roof-1.wav"]
+    assert sf.read(outdir / "0001-rain-on-a-roof-1.wav")[0].shape == (19200,)
+    for rec in manifest:
+        assert rec["model"] == "tiny" and rec["steps"] == 2 and rec["model_hash"] and rec["generation_seconds"] > 0
+    # Resume: delete one output; only it is regenerated, the manifest gains exactly one line.
+    victim = outdir / "0002-birds-at-dawn.wav"
+    before = victim.read_bytes()
+    victim.unlink()
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    assert "1 generated, 2 already present" in r.stdout
+    assert victim.read_bytes() == before
+    lines = (outdir / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--seconds", "-1"], "--seconds"),
+    (["--steps", "0"], "--steps"),
+    (["--sampler", "nope"], "unknown sampler 'nope'"),
+    (["-o", "/nonexistent-dir/x.wav"], "does not exist"),
+    (["--format", "mp3"], "--format"),
+])
+def test_bad_arguments_one_line_nonzero_no_file(tmp_path, args, needle):
+    if "-o" not in args:
+        args = [*args, "-o", str(tmp_path / "o.wav")]
+    r = run("generate", "a dog", "--model", "tiny", "--no-progress", *args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_unwritable_output_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    r = run("generate", "a dog", "--model", "tiny", "-o", str(ro / "x.wav"), "--steps", "1")
+    assert r.returncode == 2 and "not writable" in r.stderr
+
+
+def test_unwritable_output_simulated(tmp_path, monkeypatch, capsys):
+    import audioldm_core.cli as cli
+
+    def deny(path, mode):
+        return False
+
+    monkeypatch.setattr(cli.os, "access", deny)
+    assert main(["generate", "a", "--model", "tiny", "-o", str(tmp_path / "x.wav"), "--steps", "1"]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_model_says_how_to_go_offline(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path))
+    r = run("generate", "a dog", "-o", str(tmp_path / "x.wav"), "--steps", "1", "--no-progress", env=env)
+    assert r.returncode == 2
+    assert "HF_HUB_OFFLINE" in r.stderr and "--model tiny" in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
