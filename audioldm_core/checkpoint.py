@@ -11,6 +11,8 @@ Layout of a file:
             ``source``            JSON: where the weights came from (repo id or path, revision,
                                   file hashes)
             ``converter_version`` the audioldm-core version that wrote the file
+            ``checksums``         JSON ``{component: sha256}`` over that component's tensors (sorted
+                                  names, each name, dtype, shape and raw bytes): see :func:`verify`
 
 Saving writes a temporary file in the destination folder and renames it into place, so a reader
 never sees a half-written file. Loading is memory-mapped (safetensors ``safe_open``) and strict:
@@ -20,6 +22,7 @@ are checked, and any mismatch raises :class:`CheckpointError` naming the keys.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -180,6 +183,7 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
                 v = v.to(dtype)
             flat[f"{comp}.{k}"] = v.detach().to("cpu").contiguous()
     metadata = {
+        "checksums": json.dumps(component_checksums(flat), sort_keys=True),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config.to_json(),
@@ -190,6 +194,18 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
     path = Path(path)
     atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
     return path
+
+
+def component_checksums(flat: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """SHA-256 per component over its tensors: sorted names, then each name, dtype, shape and bytes."""
+    hashes = {}
+    for key in sorted(flat):
+        comp = key.split(".", 1)[0]
+        h = hashes.setdefault(comp, hashlib.sha256())
+        t = flat[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{str(t.dtype)}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return {c: h.hexdigest() for c, h in hashes.items()}
 
 
 # --- Reading ----------------------------------------------------------------------------------------
@@ -280,3 +296,49 @@ def load_component(path: PathLike, name: str, *, device: Any = "cpu",
     info = info or read_info(path)
     module = empty_component(name, info.config)
     return load_state_strict(module, read_component_state(path, name), name, device=device, dtype=dtype)
+
+
+def verify(path: PathLike) -> list[str]:
+    """Re-check a checkpoint file's integrity; returns a list of problems (empty when OK).
+
+    Checks the header and metadata (as :func:`read_info`), that every component's tensor names and
+    shapes are exactly what its config builds, and each component's checksum against the one
+    recorded at conversion.
+    """
+    path = Path(path)
+    try:
+        info = read_info(path)
+    except (CheckpointError, SourceNotFoundError) as e:
+        return [str(e)]
+    problems = []
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+    try:
+        recorded = json.loads(meta.get("checksums", "null"))
+    except json.JSONDecodeError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        problems.append("metadata entry 'checksums' is missing or not a JSON object")
+        recorded = {}
+    for comp in COMPONENTS:
+        try:
+            state = read_component_state(path, comp)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        want = {k: tuple(v) for k, v in expected_shapes(comp, info.config).items()}
+        have = {k: tuple(v.shape) for k, v in state.items()}
+        if want != have:
+            missing, extra = set(want) - set(have), set(have) - set(want)
+            wrong = [k for k in set(want) & set(have) if want[k] != have[k]]
+            problems.append(f"{comp}: tensors do not match its config (missing {name_list(missing)}; "
+                            f"unexpected {name_list(extra)}; wrong shape {name_list(wrong)})")
+        got = component_checksums({f"{comp}.{k}": v for k, v in state.items()}).get(comp)
+        if comp in recorded and recorded[comp] != got:
+            problems.append(f"{comp}: checksum mismatch (recorded {recorded[comp][:12]}..., "
+                            f"computed {str(got)[:12]}...): the tensor data changed after conversion")
+        elif comp not in recorded:
+            problems.append(f"{comp}: no recorded checksum")
+    return problems

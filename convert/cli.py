@@ -22,8 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="audioldm-convert",
         description="Convert a cvssp-layout AudioLDM model (local folder or Hugging Face repo id) "
                     "into one self-contained audioldm-core .safetensors file.")
-    p.add_argument("source", help="cvssp-layout folder, or Hub repo id (e.g. cvssp/audioldm-s-full-v2)")
-    p.add_argument("out", help="output file, e.g. audioldm-s-full-v2.safetensors (its folder must exist)")
+    p.add_argument("source", nargs="?", help="cvssp-layout folder, or Hub repo id (e.g. cvssp/audioldm-s-full-v2)")
+    p.add_argument("out", nargs="?", help="output file, e.g. audioldm-s-full-v2.safetensors (its folder must exist)")
+    p.add_argument("--verify", metavar="FILE", default=None,
+                   help="instead of converting, re-check a converted file (metadata, tensor table, "
+                        "per-component checksums) and print OK or what is wrong")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit); default main")
     p.add_argument("--variant", choices=["fp16"], default=None,
                    help="read the *.fp16.* weight files instead of the fp32 ones")
@@ -50,7 +53,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the converter CLI; returns the process exit code (0 ok, 2 error)."""
     from convert.core import convert_to_file, summary_json
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verify is not None:
+        if args.source or args.out:
+            parser.error("--verify FILE takes no SOURCE or OUT")
+        from audioldm_core.checkpoint import verify
+
+        problems = verify(args.verify)
+        for p in problems:
+            print(f"{args.verify}: {p}")
+        if not problems:
+            print(f"{args.verify}: OK")
+        return 1 if problems else 0
+    if not args.source or not args.out:
+        parser.error("give SOURCE and OUT (or --verify FILE)")
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
