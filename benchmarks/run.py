@@ -1,0 +1,264 @@
+"""Side-by-side CPU benchmark: audioldm-core vs diffusers' AudioLDMPipeline, in one run.
+
+    python benchmarks/run.py            # full-size random-weight s-full-v2 (about 20-30 minutes)
+    python benchmarks/run.py --quick    # the tiny model, seconds; CI runs this as a test
+
+It builds (or reuses) the random-weight cvssp folder in ``benchmarks/work/``, converts it, then
+measures both implementations alternating (warm-up first, then A B A B ...), same seed, fp32,
+DDIM, guidance 2.5, and prints a table of medians (min-max) with the ratio diffusers/ours per row,
+the waveforms' max abs difference (speed only counts at parity), achieved GFLOP/s per stage against
+this machine's measured fp32 matmul peak, model load times, and peak RSS measured in a separate
+process per implementation. Results go to ``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+PROMPT = "a dog barks while rain falls on a tin roof"
+
+
+def matmul_peak_gflops(n: int = 2048, seconds: float = 2.0) -> float:
+    """Measured fp32 matmul throughput of this machine (GFLOP/s) at the current thread count."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - t0) / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Warm each up once, then time them alternating A B A B ... ``repeats`` times each."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn()
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                gc.collect()
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(ts: list[float]) -> dict[str, float]:
+    """Median, min and max of a list of timings."""
+    return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "runs": len(ts)}
+
+
+def build_folder(name: str, work: Path) -> Path:
+    """The random-weight cvssp folder for ``name`` in ``work/`` (built once, then reused)."""
+    from reference import write_cvssp_folder
+
+    folder = work / name
+    if not (folder / "model_index.json").is_file():
+        print(f"building random-weight {name} folder in {folder} ...", flush=True)
+        write_cvssp_folder(folder, name, seed=0)
+    return folder
+
+
+def convert(folder: Path, work: Path) -> Path:
+    """Convert the folder to our format (reused when present)."""
+    from convert.core import convert_to_file
+
+    out = work / f"{folder.name}.safetensors"
+    if not out.is_file():
+        convert_to_file(str(folder), out)
+    return out
+
+
+def load_ours(path: Path):
+    from audioldm_core import AudioLDM
+
+    return AudioLDM.from_pretrained(path)
+
+
+def load_ref(folder: Path):
+    from reference import reference_pipeline
+
+    return reference_pipeline(folder)
+
+
+def rss_child(impl: str, source: str, seconds: float, steps: int, threads: int) -> None:
+    """Run one generation in this process and print its peak RSS (MiB) as JSON (used via subprocess)."""
+    torch.set_num_threads(threads)
+    pipe = load_ours(Path(source)) if impl == "ours" else load_ref(Path(source))
+    kw = dict(num_inference_steps=steps, audio_length_in_s=seconds, guidance_scale=2.5,
+              generator=torch.Generator().manual_seed(0))
+    if impl == "ours":
+        kw["progress"] = False
+    pipe(PROMPT, **kw)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def peak_rss(impl: str, source: Path, seconds: float, steps: int, threads: int) -> float:
+    r = subprocess.run([sys.executable, __file__, "--rss-child", impl, "--source", str(source),
+                        "--seconds-rss", str(seconds), "--steps", str(steps), "--threads", str(threads)],
+                       capture_output=True, text=True, cwd=REPO)
+    if r.returncode != 0:
+        raise RuntimeError(f"RSS child for {impl} failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    name = "tiny" if args.quick else "s-full-v2"
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    folder = build_folder(name, work)
+    ckpt = convert(folder, work)
+    repeats = 1 if args.quick else args.repeats
+    lengths = [1.0, 2.0] if args.quick else [5.12, 20.48]
+    steps = 2 if args.quick else args.steps
+    peak = matmul_peak_gflops(512 if args.quick else 2048, 0.2 if args.quick else 2.0)
+    rows: dict[str, dict] = {}
+
+    # model load: ours from the converted file, diffusers from the folder
+    def _load_ours():
+        return load_ours(ckpt)
+
+    def _load_ref():
+        return load_ref(folder)
+
+    rows["model load"] = {k: summary(v) for k, v in
+                          alternate({"ours": _load_ours, "diffusers": _load_ref}, repeats).items()}
+    ours, ref = load_ours(ckpt), load_ref(folder)
+
+    # end to end, and parity of the waveforms
+    diffs = {}
+    for seconds in lengths:
+        def e2e_ours(s=seconds):
+            return ours(PROMPT, audio_length_in_s=s, num_inference_steps=steps, guidance_scale=2.5,
+                        generator=torch.Generator().manual_seed(0), progress=False).audios
+
+        def e2e_ref(s=seconds):
+            return ref(PROMPT, audio_length_in_s=s, num_inference_steps=steps, guidance_scale=2.5,
+                       generator=torch.Generator().manual_seed(0)).audios
+
+        with torch.no_grad():
+            diffs[seconds] = float(np.abs(e2e_ours() - e2e_ref()).max())
+        rows[f"end-to-end {seconds:g} s"] = {k: summary(v) for k, v in
+                                             alternate({"ours": e2e_ours, "diffusers": e2e_ref}, repeats).items()}
+
+    # stages at the first length
+    seconds = lengths[0]
+    frames = int(seconds / 0.01)
+    frames += (-frames) % 4
+    cond, uncond = ours.encode_prompt(PROMPT, guidance_scale=2.5)
+    emb2 = torch.cat([uncond, cond])
+    lat2 = torch.randn(2, 8, frames // 4, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(500)
+    z = lat2[:1] / ours.config.vae.scaling_factor
+    mel = ours.vae.decode(z).squeeze(1)
+
+    def text_ours():  # steady state: the empty negative prompt's embedding is cached after first use
+        return ours.encode_prompt(PROMPT, guidance_scale=2.5)
+
+    def text_ref():
+        return ref._encode_prompt(PROMPT, torch.device("cpu"), 1, True)
+
+    stages = {
+        "text encoding (prompt + negative)": ({"ours": text_ours, "diffusers": text_ref},
+                                              text_ref),
+        "UNet step (batch 2)": ({"ours": lambda: ours.unet(lat2, t, emb2),
+                                 "diffusers": lambda: ref.unet(lat2, t, encoder_hidden_states=None,
+                                                               class_labels=emb2).sample},
+                                lambda: ref.unet(lat2, t, encoder_hidden_states=None, class_labels=emb2)),
+        "VAE decode": ({"ours": lambda: ours.vae.decode(z), "diffusers": lambda: ref.vae.decode(z).sample},
+                       lambda: ref.vae.decode(z)),
+        "vocoder": ({"ours": lambda: ours.vocoder(mel), "diffusers": lambda: ref.vocoder(mel)},
+                    lambda: ref.vocoder(mel)),
+    }
+    flops = {}
+    for label, (fns, ref_fn) in stages.items():
+        rows[label] = {k: summary(v) for k, v in alternate(fns, max(repeats, 3)).items()}
+        flops[label] = count_flops(ref_fn)
+        for impl in ("ours", "diffusers"):
+            rows[label][impl]["gflops_per_s"] = flops[label] / rows[label][impl]["median"] / 1e9
+    del ours, ref
+    gc.collect()
+    rss = {impl: peak_rss(impl, ckpt if impl == "ours" else folder, lengths[0], steps, args.threads)
+           for impl in ("ours", "diffusers")}
+    for r in rows.values():
+        r["ratio"] = r["diffusers"]["median"] / r["ours"]["median"]
+    return {"model": name, "threads": args.threads, "steps": steps, "guidance": 2.5, "repeats": repeats,
+            "matmul_peak_gflops": peak, "rows": rows, "flops": flops, "max_abs_diff": diffs,
+            "peak_rss_mib": rss, "rss_ratio": rss["ours"] / rss["diffusers"],
+            "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+
+
+def print_table(res: dict) -> None:
+    print(f"\nmodel {res['model']}, {res['threads']} threads, fp32, DDIM {res['steps']} steps, guidance 2.5, "
+          f"{res['repeats']} counted runs each (median, min-max); fp32 matmul peak {res['matmul_peak_gflops']:.0f} GFLOP/s")
+    head = f"{'row':38} {'ours s':>22} {'diffusers s':>22} {'diffusers/ours':>15} {'GFLOP/s ours/ref':>18}"
+    print(head)
+    print("-" * len(head))
+    for label, r in res["rows"].items():
+        o, d = r["ours"], r["diffusers"]
+        g = f"{o['gflops_per_s']:.0f}/{d['gflops_per_s']:.0f}" if "gflops_per_s" in o else ""
+        print(f"{label:38} {o['median']:8.3f} ({o['min']:.3f}-{o['max']:.3f}) {d['median']:8.3f} "
+              f"({d['min']:.3f}-{d['max']:.3f}) {r['ratio']:14.2f}x {g:>18}")
+    rss = res["peak_rss_mib"]
+    print(f"{'peak RSS MiB (one generation)':38} {rss['ours']:22.0f} {rss['diffusers']:22.0f} "
+          f"{rss['ours'] / rss['diffusers']:14.2f} (ours/diffusers)")
+    print("waveform max abs diff ours vs diffusers: " +
+          ", ".join(f"{k:g} s: {v:.2e}" for k, v in res["max_abs_diff"].items()))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny model, one counted run (CI smoke test)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--work", default=str(HERE / "work"), help="folder for the reference model and our file")
+    p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<model>.json)")
+    p.add_argument("--rss-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    p.add_argument("--source", help=argparse.SUPPRESS)
+    p.add_argument("--seconds-rss", type=float, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.rss_child:
+        rss_child(args.rss_child, args.source, args.seconds_rss, args.steps, args.threads)
+        return 0
+    res = run(args)
+    print_table(res)
+    out = Path(args.out) if args.out else HERE / "results" / f"{res['model']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
