@@ -361,7 +361,7 @@ class AudioLDM:
         Stop iterating to stop early; ``pipe.decode(step.latents, step.num_samples)`` turns any
         step's latents into a waveform. Arguments as in :meth:`__call__`.
         """
-        from .samplers import get_sampler
+        from .samplers import get_sampler, timesteps_for
 
         run = get_sampler(sampler)
         steps = _positive_int(num_inference_steps, "num_inference_steps")
@@ -372,15 +372,19 @@ class AudioLDM:
         cond, uncond = self.encode_prompt(prompt, negative_prompt=negative_prompt,
                                           num_waveforms_per_prompt=num_waveforms_per_prompt, guidance_scale=g,
                                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
+        n_evals = len(timesteps_for(sampler, self.config.schedule, steps))
         x = self.prepare_latents(cond.shape[0], frames, generator, latents)
         eps_fn = self.guided_eps(cond, uncond, g)
         opts = {"eta": eta} if sampler == "ddim" else {}
+        # the samplers continue each generator's stream after the initial noise, as diffusers does
+        if isinstance(generator, (list, tuple)) and len(generator) == 1:
+            generator = generator[0]
         stream = run(eps_fn, x, self.config.schedule, steps, generator=generator, **opts)
         for i, (t, x) in enumerate(stream):
             if not torch.isfinite(x).all():
-                raise NumericalError(f"latents became NaN/Inf at step {i + 1}/{steps} (t={_scalar(t)}) of the "
+                raise NumericalError(f"latents became NaN/Inf at step {i + 1}/{n_evals} (t={_scalar(t)}) of the "
                                      f"{sampler} sampler in the UNet ({self.dtype}); try float32")
-            yield DenoiseStep(index=i, num_steps=steps, timestep=t, latents=x, num_samples=samples)
+            yield DenoiseStep(index=i, num_steps=n_evals, timestep=t, latents=x, num_samples=samples)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
@@ -433,6 +437,9 @@ class AudioLDM:
         stream = self.denoise(prompt, audio_length_in_s, num_inference_steps, guidance_scale, negative_prompt,
                               num_waveforms_per_prompt, eta, generator, latents, prompt_embeds,
                               negative_prompt_embeds, sampler)
+        from .samplers import evals_per_step
+
+        order = evals_per_step(sampler)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -441,10 +448,12 @@ class AudioLDM:
         step = None
         try:
             for step in stream:
-                if bar is not None:
-                    bar.update(1)
-                if callback is not None and step.index % every == 0:
-                    callback(step.index, step.timestep, step.latents)
+                # as diffusers: a step is complete every `order` model evaluations (Heun: 2)
+                if step.index == step.num_steps - 1 or (step.index + 1) % order == 0:
+                    if bar is not None:
+                        bar.update(1)
+                    if callback is not None and step.index % every == 0:
+                        callback(step.index // order, step.timestep, step.latents)
         finally:
             if bar is not None:
                 bar.close()

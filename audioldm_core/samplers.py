@@ -14,7 +14,8 @@ Common arguments:
       instead an already-noised latent at timestep index ``start`` (see :func:`noise_to_start`) and
       is used as it is.
   schedule: the checkpoint's :class:`ScheduleConfig`; ``num_steps``: inference steps.
-  generator: torch.Generator for the stochastic samplers (DDIM with eta > 0, Euler ancestral).
+  generator: torch.Generator (or one per batch item) for the stochastic samplers (DDIM with
+      eta > 0, Euler ancestral).
   start: index into :func:`timesteps_for` to begin at (editing: see :func:`start_for_strength`).
   blend(i, t, x) -> x: optional hook run after every step (inpainting keeps a known region).
 
@@ -41,8 +42,13 @@ Blend = Optional[Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]]
 Steps = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _randn(shape, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Noise drawn on the generator's device, then moved (diffusers' ``randn_tensor``)."""
+def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
+    """Noise drawn on the generator's device, then moved; a list of generators draws one batch item
+    from each (diffusers' ``randn_tensor``)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise InputError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([_randn((1,) + tuple(shape[1:]), like, g) for g in generator])
     dev = generator.device if generator is not None else like.device
     return torch.randn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
