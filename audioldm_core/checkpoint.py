@@ -222,11 +222,49 @@ class CheckpointInfo:
     keys: tuple[str, ...]
 
 
+MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+def safetensors_header(path: PathLike) -> dict[str, Any]:
+    """Parse and sanity-check a ``.safetensors`` header before any tensor is touched.
+
+    Refuses (with :class:`CheckpointError`): a header length that is larger than the file or than
+    100 MiB, JSON that is not an object, and duplicate keys (which JSON parsers silently collapse).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {size} bytes, too short for a header")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, MAX_HEADER):
+            raise CheckpointError(f"{path} is not a readable safetensors file: header length {n} exceeds "
+                                  f"the file ({size} bytes) or the 100 MiB limit")
+        raw = f.read(n)
+
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise CheckpointError(f"{path} is not a readable safetensors file: duplicate header keys {name_list(dup)}")
+        return dict(pairs)
+
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: bad header JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a readable safetensors file: header is not a JSON object")
+    return header
+
+
 def _open(path: Path):
     from safetensors import safe_open
 
     if not path.is_file():
         raise SourceNotFoundError(f"checkpoint file {path} does not exist")
+    safetensors_header(path)
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error type (or OSError) on a bad header

@@ -68,6 +68,9 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
+        from audioldm_core.checkpoint import safetensors_header
+
+        safetensors_header(path)
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 return {k: f.get_tensor(k) for k in f.keys()}
