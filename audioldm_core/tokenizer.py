@@ -104,6 +104,7 @@ class Tokenizer:
             seq = e.ids
             if len(seq) > limit:
                 cut = self._tok.decode(seq[limit - 1:-1])
+                cut = cut if len(cut) <= 80 else cut[:77] + "..."
                 warnings.warn(f"prompt truncated to {limit} tokens (CLAP's limit); removed "
                               f"{len(seq) - limit} tokens: {cut!r}", stacklevel=2)
                 seq = seq[:limit - 1] + seq[-1:]
