@@ -113,7 +113,7 @@ def pndm_timesteps(schedule: ScheduleConfig, num_steps: int, prk: bool = False) 
     if not prk:
         return np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].astype(np.int64).copy()
     half = schedule.num_train_timesteps // num_steps // 2
-    rk = np.array(base[-3:]).repeat(2) + np.tile(np.array([0, half]), 3)
+    rk = np.array(base[-4:]).repeat(2) + np.tile(np.array([0, half]), 4)
     rk = rk[:-1].repeat(2)[1:-1][::-1]
     return np.concatenate([rk, base[:-3][::-1]]).astype(np.int64)
 

@@ -94,6 +94,9 @@ def spaced_timesteps(cfg: ScheduleConfig, n: int, default: str, *, extra: int = 
     if len(t) and (t.max() >= big or t.min() < 0):
         raise InputError(f"{n} steps with {mode} spacing and steps_offset={cfg.steps_offset} put a timestep at "
                          f"{t.max() if t.max() >= big else t.min()}, outside [0, {big - 1}]; use fewer steps")
+    if len(t) > 1 and not (t[:-1] > t[1:]).all():
+        raise InputError(f"{n} steps with {mode} spacing give repeated timesteps (a zero-length step); "
+                         f"use fewer steps")
     return t
 
 
