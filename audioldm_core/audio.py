@@ -40,5 +40,8 @@ def write_audio(path: Union[str, os.PathLike], audio: np.ndarray, sample_rate: i
     kind, subtype = FORMATS[format_for(path, fmt)]
     audio = np.clip(audio, -1.0, 1.0)
     path = Path(path)
-    atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, format=kind, subtype=subtype))
+    try:
+        atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, format=kind, subtype=subtype))
+    except OSError as e:  # name the file the user asked for, not our temporary one
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     return path

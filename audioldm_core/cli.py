@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's default, all physical cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--allow-long", action="store_true",
+                   help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
     sub.add_parser("samplers", help="list the samplers")
     return p
 
@@ -140,13 +142,13 @@ def _load(args) -> Any:
 
 
 def _generate_one(pipe, *, prompt: str, seed: int, seconds: float, steps: int, guidance: float,
-                  negative: Optional[str], sampler: str, n: int, progress: bool):
+                  negative: Optional[str], sampler: str, n: int, progress: bool, allow_long: bool = False):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = pipe(prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=guidance,
                negative_prompt=negative, num_waveforms_per_prompt=n, generator=gen, sampler=sampler,
-               progress=progress)
+               progress=progress, allow_long=allow_long)
     return out.audios
 
 
@@ -166,7 +168,7 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     audios = _generate_one(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
                            guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, allow_long=args.allow_long)
     gen_s = time.perf_counter() - t0
     for path, audio in zip(_numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
@@ -251,7 +253,7 @@ def _batch(args) -> int:
             pipe, _ = _load(args)
             model_hash = pipe.model_hash()
         t0 = time.perf_counter()
-        audios = _generate_one(pipe, **settings, progress=not args.no_progress)
+        audios = _generate_one(pipe, **settings, progress=not args.no_progress, allow_long=args.allow_long)
         for p, a in zip(paths, audios):
             write_audio(p, a, pipe.sample_rate, fmt)
         seconds = time.perf_counter() - t0

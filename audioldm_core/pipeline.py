@@ -35,6 +35,8 @@ HUB_ALIASES = {
 }
 DEFAULT_MODEL = "cvssp/audioldm-s-full-v2"
 DEFAULT_SECONDS = 5.12  # diffusers: unet sample_size (128) * VAE factor (4) * hop / rate (0.01)
+MAX_SECONDS = 120.0  # longer requests need allow_long=True (memory grows linearly with length)
+MB_PER_SECOND = 40  # rough peak activation memory per second of audio per waveform (fp32, decode)
 TINY_SEED = 1234
 
 Generator = Union[torch.Generator, Sequence[torch.Generator], None]
@@ -131,7 +133,8 @@ class AudioLDM:
         path = Path(source).expanduser()
         if path.is_file():
             info = read_info(path)
-            modules = {c: load_component(path, c, device=device, dtype=dtype, info=info) for c in COMPONENTS}
+            modules = {c: load_component(path, c, device=device, dtype=component_dtype(c, dtype), info=info)
+                       for c in COMPONENTS}
             tok = _tokenizer_from_dict(info.tokenizer, info.config.model_max_length)
             src = {"kind": "file", "path": str(path.resolve()), "origin": info.source}
             return cls(info.config, tok, source=src, **modules)
@@ -142,7 +145,7 @@ class AudioLDM:
         modules = {}
         for comp in COMPONENTS:
             modules[comp] = load_state_strict(empty_component(comp, conv.config), conv.tensors.pop(comp), comp,
-                                              device=device, dtype=dtype)
+                                              device=device, dtype=component_dtype(comp, dtype))
         tok = _tokenizer_from_dict(conv.tokenizer, conv.config.model_max_length)
         return cls(conv.config, tok, source=conv.source, **modules)
 
@@ -156,14 +159,19 @@ class AudioLDM:
         modules = {}
         for i, comp in enumerate(COMPONENTS):
             m = _seeded_init_(build_component(comp, config), TINY_SEED + i)
-            modules[comp] = m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            modules[comp] = m.to(device=device, dtype=component_dtype(comp, dtype)).eval().requires_grad_(False)
         tok = _tokenizer_from_dict(data, config.model_max_length)
         return cls(config, tok, source={"kind": "builtin", "name": "tiny", "seed": TINY_SEED}, **modules)
 
     def to(self, device: Any = None, dtype: Optional[torch.dtype] = None) -> "AudioLDM":
-        """Move every component to ``device`` and/or cast it to ``dtype``; returns self."""
+        """Move every component to ``device`` and/or cast it to ``dtype``; returns self.
+
+        With ``dtype=torch.float16`` the VAE and the vocoder stay in float32 (their activations
+        overflow fp16 on real checkpoints: the NaN/silence reports against diffusers' pipeline), so
+        only the text encoder and the UNet run in half precision. bfloat16 has float32's range and
+        is applied to every component."""
         for comp in COMPONENTS:
-            getattr(self, comp).to(device=device, dtype=dtype)
+            getattr(self, comp).to(device=device, dtype=component_dtype(comp, dtype) if dtype else None)
         return self
 
     @property
@@ -199,10 +207,11 @@ class AudioLDM:
         """How many mel frames (and bins) one latent cell covers: 2 ** (VAE levels - 1)."""
         return 2 ** (len(self.config.vae.block_channels) - 1)
 
-    def lengths(self, audio_length_in_s: Optional[float]) -> tuple[float, int, int]:
+    def lengths(self, audio_length_in_s: Optional[float], allow_long: bool = False,
+                batch: int = 1) -> tuple[float, int, int]:
         """(seconds, mel frames, waveform samples) for a requested length, as diffusers computes them:
         frames = int(seconds / hop_seconds), rounded up to a multiple of the VAE factor; samples =
-        int(seconds * rate)."""
+        int(seconds * rate). Lengths above :data:`MAX_SECONDS` are refused unless ``allow_long``."""
         voc = self.config.vocoder
         hop_seconds = float(np.prod(voc.upsample_rates)) / voc.sampling_rate
         if audio_length_in_s is None:
@@ -212,6 +221,11 @@ class AudioLDM:
         minimum = hop_seconds * self.vae_scale_factor
         if not math.isfinite(audio_length_in_s) or audio_length_in_s < minimum:
             raise InputError(f"audio_length_in_s must be at least {minimum:g} s, got {audio_length_in_s}")
+        if audio_length_in_s > MAX_SECONDS and not allow_long:
+            gb = MB_PER_SECOND * audio_length_in_s * batch / 1024
+            raise InputError(f"audio_length_in_s={audio_length_in_s:g} s is above the {MAX_SECONDS:g} s limit "
+                             f"(estimated extra memory about {gb:.1f} GB for {batch} waveform(s), plus the "
+                             f"weights); pass allow_long=True (CLI: --allow-long) to run it anyway")
         frames = int(audio_length_in_s / hop_seconds)
         samples = int(audio_length_in_s * voc.sampling_rate)
         if frames % self.vae_scale_factor:
@@ -355,7 +369,7 @@ class AudioLDM:
                 negative_prompt: Union[str, Sequence[str], None] = None, num_waveforms_per_prompt: int = 1,
                 eta: float = 0.0, generator: Generator = None, latents: Optional[torch.Tensor] = None,
                 prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
-                sampler: str = "ddim") -> Iterator[DenoiseStep]:
+                sampler: str = "ddim", allow_long: bool = False) -> Iterator[DenoiseStep]:
         """The denoising loop as a generator: yields a :class:`DenoiseStep` after every step.
 
         Stop iterating to stop early; ``pipe.decode(step.latents, step.num_samples)`` turns any
@@ -368,7 +382,10 @@ class AudioLDM:
         g = _guidance(guidance_scale)
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
             raise InputError(f"eta must be a number >= 0, got {eta!r}")
-        _, frames, samples = self.lengths(audio_length_in_s)
+        n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else \
+            (prompt_embeds.shape[0] if isinstance(prompt_embeds, torch.Tensor) and prompt_embeds.ndim else 1)
+        n_wave = num_waveforms_per_prompt if isinstance(num_waveforms_per_prompt, int) else 1
+        _, frames, samples = self.lengths(audio_length_in_s, allow_long, n_prompts * n_wave)
         cond, uncond = self.encode_prompt(prompt, negative_prompt=negative_prompt,
                                           num_waveforms_per_prompt=num_waveforms_per_prompt, guidance_scale=g,
                                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
@@ -395,13 +412,15 @@ class AudioLDM:
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
             raise InputError(f"latents must be a (B, C, T, F) tensor, got "
                              f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}")
-        z = latents.to(device=self.device, dtype=self.dtype) / self.config.vae.scaling_factor
+        vae_dtype = next(self.vae.parameters()).dtype
+        z = latents.to(device=self.device, dtype=vae_dtype) / self.config.vae.scaling_factor
         mel = self.vae.decode(z)
         if not torch.isfinite(mel).all():
-            raise NumericalError(f"the VAE decoder produced NaN/Inf ({self.dtype}); try float32")
-        audio = self.vocoder(mel.squeeze(1))
+            raise NumericalError(f"the VAE decoder produced NaN/Inf ({vae_dtype}); try float32")
+        voc_dtype = next(self.vocoder.parameters()).dtype
+        audio = self.vocoder(mel.squeeze(1).to(voc_dtype))
         if not torch.isfinite(audio).all():
-            raise NumericalError(f"the vocoder produced NaN/Inf ({self.dtype}); try float32")
+            raise NumericalError(f"the vocoder produced NaN/Inf ({voc_dtype}); try float32")
         audio = audio.cpu().float()
         return audio if num_samples is None else audio[:, :num_samples]
 
@@ -411,7 +430,8 @@ class AudioLDM:
                  eta: float = 0.0, generator: Generator = None, latents: Optional[torch.Tensor] = None,
                  prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, Any, torch.Tensor], None]] = None, callback_steps: int = 1,
-                 output_type: str = "np", sampler: str = "ddim", progress: bool = True) -> AudioOutput:
+                 output_type: str = "np", sampler: str = "ddim", progress: bool = True,
+                 allow_long: bool = False) -> AudioOutput:
         """Generate audio from text (diffusers ``AudioLDMPipeline.__call__`` semantics).
 
         prompt: a string or list of strings (or give ``prompt_embeds`` (B, 512) instead).
@@ -427,6 +447,7 @@ class AudioLDM:
         latents: initial unit-variance noise (B, 8, T/4, 16) to use instead of drawing it.
         callback(step, timestep, latents): called every ``callback_steps`` steps.
         output_type: "np" (numpy) or "pt" (torch). progress: show a tqdm bar.
+        allow_long: permit lengths above ``MAX_SECONDS`` (120 s).
         Returns :class:`AudioOutput` with ``audios`` float32 (B, samples) and ``sample_rate``.
         """
         if output_type not in ("np", "pt"):
@@ -436,18 +457,18 @@ class AudioLDM:
             raise InputError("callback must be callable as callback(step, timestep, latents)")
         stream = self.denoise(prompt, audio_length_in_s, num_inference_steps, guidance_scale, negative_prompt,
                               num_waveforms_per_prompt, eta, generator, latents, prompt_embeds,
-                              negative_prompt_embeds, sampler)
+                              negative_prompt_embeds, sampler, allow_long)
         from .samplers import evals_per_step
 
         order = evals_per_step(sampler)
         bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=num_inference_steps, desc=f"{sampler}", unit="step", leave=False)
         step = None
         try:
             for step in stream:
+                if bar is None and progress:  # created after the first step: bad input never shows a bar
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=num_inference_steps, desc=f"{sampler}", unit="step", leave=False)
                 # as diffusers: a step is complete every `order` model evaluations (Heun: 2)
                 if step.index == step.num_steps - 1 or (step.index + 1) % order == 0:
                     if bar is not None:
@@ -459,6 +480,12 @@ class AudioLDM:
                 bar.close()
         audio = self.decode(step.latents, step.num_samples)
         return AudioOutput(audios=audio.numpy() if output_type == "np" else audio, sample_rate=self.sample_rate)
+
+
+def component_dtype(comp: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a component runs in for a requested pipeline dtype: float16 keeps the VAE and the
+    vocoder in float32 (upcast), every other choice applies to all components."""
+    return torch.float32 if dtype == torch.float16 and comp in ("vae", "vocoder") else dtype
 
 
 def _positive_int(value: Any, name: str) -> int:

@@ -120,3 +120,33 @@ def test_missing_model_says_how_to_go_offline(tmp_path):
     assert r.returncode == 2
     assert "HF_HUB_OFFLINE" in r.stderr and "--model tiny" in r.stderr
     assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_full_disk_while_writing_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import soundfile
+
+    real_write = soundfile.write
+
+    def full_disk(file, *a, **kw):
+        with open(file, "wb") as f:  # some bytes reach the temp file, then the disk is full
+            f.write(b"RIFF\0\0")
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(soundfile, "write", full_disk)
+    out = tmp_path / "x.wav"
+    code = main(["generate", "a", "--model", "tiny", "-o", str(out), "--steps", "1", "--seconds", "1",
+                 "--no-progress"])
+    monkeypatch.setattr(soundfile, "write", real_write)
+    assert code == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and str(out) in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_absurd_length_refused_with_memory_estimate(tmp_path):
+    r = run("generate", "a", "--model", "tiny", "-o", str(tmp_path / "x.wav"), "--seconds", "3600",
+            "--no-progress")
+    assert r.returncode == 2 and "GB" in r.stderr and "--allow-long" in r.stderr
+    assert not list(tmp_path.iterdir())
