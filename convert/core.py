@@ -183,6 +183,22 @@ def download_repo(repo_id: str, revision: Optional[str] = None,
                     "commit": folder.name}
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def verify_hub_blob(path: Path, digest: str) -> None:
+    """Check a file from the huggingface_hub cache against the hash the Hub recorded for it.
+
+    The cache stores each large (LFS) file as ``blobs/<sha256>`` with the snapshot entry linking to
+    it, so the blob's name is the Hub's SHA-256 of the content; a mismatch means the cached file is
+    damaged or was replaced. Small non-LFS files are named by their git hash and are not checked.
+    """
+    blob = Path(path).resolve().name
+    if _SHA256.fullmatch(blob) and blob != digest:
+        raise CheckpointError(f"{path}: content SHA-256 {digest[:16]}... does not match the hash the Hub "
+                              f"recorded ({blob[:16]}...); the cached file is damaged: delete it and download again")
+
+
 @dataclass
 class Converted:
     """A converted model in memory: config, tokenizer, our state dicts, and where it came from."""
@@ -212,8 +228,11 @@ def convert_source(source: str, *, revision: Optional[str] = None, variant: Opti
         if progress:
             progress(comp)
         path = find_weight_file(folder, comp, variant)
-        if hash_files:
-            files[str(path.relative_to(folder))] = sha256_file(path)
+        if hash_files or info["kind"] == "hub":
+            digest = sha256_file(path)
+            files[str(path.relative_to(folder))] = digest
+            if info["kind"] == "hub":
+                verify_hub_blob(path, digest)
         state = convert_component(folder, comp, config, variant)
         tensors[comp] = state
         stats[comp] = {"tensors": len(state), "params": sum(v.numel() for v in state.values()),

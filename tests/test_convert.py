@@ -235,3 +235,38 @@ def test_full_size_s_full_v2_converts_in_seconds_and_loads_strictly(cvssp_folder
         module = load_component(out, comp)
         assert sum(p.numel() for p in module.parameters()) > 0
         del module
+
+
+def test_hub_cache_blob_hashes_are_verified(cvssp_folder, tmp_path):
+    """Files in the huggingface_hub cache are blobs named by the Hub's SHA-256; a damaged blob is refused."""
+    import hashlib
+
+    cache = tmp_path / "hub"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo_dir = cache / "models--cvssp--audioldm-hashed"
+    snap = repo_dir / "snapshots" / commit
+    (repo_dir / "blobs").mkdir(parents=True)
+    for f in sorted(cvssp_folder("tiny").rglob("*")):
+        if f.is_file():
+            data = f.read_bytes()
+            blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            link = snap / f.relative_to(cvssp_folder("tiny"))
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf_home"))
+    out = tmp_path / "ok.safetensors"
+    cmd = [sys.executable, "-m", "convert", "cvssp/audioldm-hashed", str(out), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr
+    target = (snap / "vae" / "diffusion_pytorch_model.safetensors").resolve()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 1
+    target.write_bytes(bytes(data))
+    out2 = tmp_path / "bad.safetensors"
+    r = subprocess.run(cmd[:-2] + [str(out2), "--quiet"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert r.returncode == 2 and "does not match the hash the Hub recorded" in r.stderr
+    assert not out2.exists()
