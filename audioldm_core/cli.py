@@ -1,4 +1,5 @@
-"""The ``audioldm`` command line: ``generate`` (one prompt or a resumable batch) and ``samplers``.
+"""The ``audioldm`` command line: ``generate`` (one prompt or a resumable batch), the edits
+``transfer``, ``inpaint`` and ``superres``, and ``samplers``.
 
 Errors print one line (``audioldm: error: ...``) and exit with status 2; nothing partial is written.
 """
@@ -70,8 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipeline import DEFAULT_MODEL
 
     p = _Parser(prog="audioldm", description="AudioLDM text-to-audio (audioldm-core).")
+    common = _Parser(add_help=False)
+    common.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"converted .safetensors file, cvssp folder, Hub repo id, or 'tiny' (default {DEFAULT_MODEL})")
+    common.add_argument("--steps", type=_positive_int, default=10, help="denoising steps (default 10)")
+    common.add_argument("--guidance", type=float, default=2.5, help="guidance scale; > 1 enables it (default 2.5)")
+    common.add_argument("--seed", type=_seed, default=None, help="random seed (default: random, printed)")
+    common.add_argument("--sampler", type=_sampler, default="ddim", help="sampler name (see `audioldm samplers`)")
+    common.add_argument("--negative", default=None, help="negative prompt")
+    common.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
+    common.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype (default float32)")
+    common.add_argument("--format", choices=("wav", "flac"), default=None,
+                        help="audio format (default: from the file extension, else wav)")
+    common.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for torch (default: torch's default, all physical cores)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    g = sub.add_parser("generate", help="generate audio from a prompt, or from a file of prompts",
+    g = sub.add_parser("generate", parents=[common], help="generate audio from a prompt, or from a file of prompts",
                        description="Generate 16 kHz audio from text. The model 'tiny' has random weights "
                                    "(its output is noise): it runs offline and shows the code path.")
     g.add_argument("prompt", nargs="?", help="the text prompt (or use --prompts FILE)")
@@ -81,25 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file with one prompt per line, or JSONL objects {\"prompt\": ..., \"seed\": ..., "
                         "\"seconds\": ..., \"steps\": ..., \"guidance\": ..., \"negative\": ..., \"sampler\": ..., "
                         "\"n\": ...}; writes one file per prompt and manifest.jsonl, skipping existing outputs")
-    g.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"converted .safetensors file, cvssp folder, Hub repo id, or 'tiny' (default {DEFAULT_MODEL})")
     g.add_argument("--seconds", type=_positive_float, default=5.12, help="audio length (default 5.12)")
-    g.add_argument("--steps", type=_positive_int, default=10, help="denoising steps (default 10)")
-    g.add_argument("--guidance", type=float, default=2.5, help="guidance scale; > 1 enables it (default 2.5)")
-    g.add_argument("--seed", type=_seed, default=None, help="random seed (default: random, printed)")
-    g.add_argument("--sampler", type=_sampler, default="ddim", help="sampler name (see `audioldm samplers`)")
-    g.add_argument("--negative", default=None, help="negative prompt")
     g.add_argument("-n", "--num-waveforms", type=_positive_int, default=1, dest="n",
                    help="waveforms per prompt (files are numbered)")
-    g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
-    g.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype (default float32)")
-    g.add_argument("--format", choices=("wav", "flac"), default=None,
-                   help="audio format (default: from the file extension, else wav)")
-    g.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads for torch (default: torch's default, all physical cores)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--allow-long", action="store_true",
                    help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
+    t = sub.add_parser("transfer", parents=[common], help="text-guided style transfer of an audio file")
+    t.add_argument("input", type=Path, help="input audio file (wav, flac, ogg; any rate; mono or stereo)")
+    t.add_argument("prompt", help="the text prompt")
+    t.add_argument("--strength", type=float, default=0.5, help="0 keeps the input, 1 ignores it (default 0.5)")
+    t.add_argument("-o", "--output", default="transfer.wav", help="output file (default transfer.wav)")
+    i = sub.add_parser("inpaint", parents=[common], help="regenerate a time range of an audio file")
+    i.add_argument("input", type=Path, help="input audio file")
+    i.add_argument("prompt", help="the text prompt for the regenerated range")
+    i.add_argument("--start", type=float, required=True, help="start of the range, seconds")
+    i.add_argument("--end", type=float, required=True, help="end of the range, seconds")
+    i.add_argument("-o", "--output", default="inpaint.wav", help="output file (default inpaint.wav)")
+    r = sub.add_parser("superres", parents=[common], help="regenerate the high frequencies of band-limited audio")
+    r.add_argument("input", type=Path, help="input audio file")
+    r.add_argument("--prompt", default="", help="optional text prompt (default empty)")
+    r.add_argument("--cutoff", type=float, default=None,
+                   help="keep mel bands below this frequency in Hz (default: detected from the input)")
+    r.add_argument("-o", "--output", default="superres.wav", help="output file (default superres.wav)")
     sub.add_parser("samplers", help="list the samplers")
     return p
 
@@ -277,6 +296,35 @@ def _append_line(path: Path, record: dict) -> None:
         os.close(fd)
 
 
+def cmd_edit(args) -> int:
+    """``audioldm transfer|inpaint|superres``: edit an input file, write one output file."""
+    import torch
+
+    from .audio import format_for, load_audio, write_audio
+
+    out = Path(args.output)
+    fmt = format_for(out, args.format)
+    _check_writable_folder(out.parent if str(out.parent) else Path("."))
+    waveform, info = load_audio(args.input)  # bad input fails before the model loads
+    if info.downmixed:
+        print(f"note: {args.input} has {info.channels} channels; downmixed to mono", file=sys.stderr)
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    pipe, _ = _load(args)
+    kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative,
+              generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress)
+    t0 = time.perf_counter()
+    if args.command == "transfer":
+        res = pipe.transfer(waveform, args.prompt, args.strength, **kw)
+    elif args.command == "inpaint":
+        res = pipe.inpaint(waveform, args.prompt, args.start, args.end, **kw)
+    else:
+        res = pipe.super_resolve(waveform, args.prompt, args.cutoff, **kw)
+    write_audio(out, res.audios[0], pipe.sample_rate, fmt)
+    print(f"wrote {out} ({res.audios.shape[1] / pipe.sample_rate:.2f} s); seed {seed}; "
+          f"{args.command} took {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def cmd_samplers(args) -> int:
     """``audioldm samplers``: print the sampler registry."""
     from .samplers import SAMPLERS, describe
@@ -295,7 +343,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"generate": cmd_generate, "samplers": cmd_samplers}[args.command](args)
+        return {"generate": cmd_generate, "samplers": cmd_samplers, "transfer": cmd_edit, "inpaint": cmd_edit,
+                "superres": cmd_edit}[args.command](args)
     except AudioLDMError as e:
         print(f"audioldm: error: {e}", file=sys.stderr)
         return 2

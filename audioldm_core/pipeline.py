@@ -481,6 +481,25 @@ class AudioLDM:
         audio = self.decode(step.latents, step.num_samples)
         return AudioOutput(audios=audio.numpy() if output_type == "np" else audio, sample_rate=self.sample_rate)
 
+    def transfer(self, audio, prompt: str, strength: float = 0.5, **kwargs) -> AudioOutput:
+        """Text-guided style transfer of ``audio`` (a path or 16 kHz samples); see
+        :func:`audioldm_core.edit.transfer` for the arguments."""
+        from . import edit
+
+        return edit.transfer(self, audio, prompt, strength, **kwargs)
+
+    def inpaint(self, audio, prompt: str, start_s: float, end_s: float, **kwargs) -> AudioOutput:
+        """Regenerate ``[start_s, end_s)`` of ``audio`` from ``prompt``; see :func:`audioldm_core.edit.inpaint`."""
+        from . import edit
+
+        return edit.inpaint(self, audio, prompt, start_s, end_s, **kwargs)
+
+    def super_resolve(self, audio, prompt: str = "", cutoff_hz: Optional[float] = None, **kwargs) -> AudioOutput:
+        """Regenerate the mel bands above ``cutoff_hz``; see :func:`audioldm_core.edit.super_resolve`."""
+        from . import edit
+
+        return edit.super_resolve(self, audio, prompt, cutoff_hz, **kwargs)
+
 
 def component_dtype(comp: str, dtype: torch.dtype) -> torch.dtype:
     """The dtype a component runs in for a requested pipeline dtype: float16 keeps the VAE and the
