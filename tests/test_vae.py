@@ -125,4 +125,6 @@ def test_full_size_60s_decode_memory(converted_file):
     print(f"\nVAE decode of 60 s (latents 1500 frames), full size, fresh process: RSS after loading "
           f"{res['none'][0]:.0f} MiB; peak one pass {res['none'][1]:.0f} MiB, chunks of 256 frames "
           f"{res['256'][1]:.0f} MiB")
-    assert res["256"][1] < res["none"][1] < 8000
+    # linear, not quadratic, in length: 60 s would need ~9 GB for the mid-block attention matrix alone
+    # if it were materialised; the exact peaks move by a few hundred MiB between runs (allocator)
+    assert res["none"][1] < 4000 and res["256"][1] < 2000
