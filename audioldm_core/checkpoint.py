@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .config import AudioLDMConfig
-from .errors import CheckpointError, ConfigError, InputError, SourceNotFoundError, name_list
+from .errors import CheckpointError, ConfigError, InputError, SourceNotFoundError, key_problems, name_list
 
 FORMAT = "audioldm-core"
 FORMAT_VERSION = "1"
@@ -101,15 +101,8 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], comp
               for k in sorted(set(state) & set(want)) if tuple(state[k].shape) != tuple(want[k].shape)]
     bad_dtype = [f"{k}: {state[k].dtype}" for k in sorted(set(state) & set(want))
                  if state[k].is_floating_point() != want[k].is_floating_point()]
-    problems = []
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {name_list(unexpected)}")
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {name_list(missing)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {name_list(shapes)}")
-    if bad_dtype:
-        problems.append(f"{len(bad_dtype)} tensor(s) of the wrong kind of dtype: {name_list(bad_dtype)}")
+    problems = key_problems({"unexpected key(s)": unexpected, "missing key(s)": missing,
+                               "shape mismatch(es)": shapes, "tensor(s) of the wrong kind of dtype": bad_dtype})
     if problems:
         raise CheckpointError(f"{component}: " + "; ".join(problems))
     cast = {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device=device))

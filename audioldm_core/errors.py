@@ -42,3 +42,14 @@ def name_list(names: Iterable[str], limit: int = 10) -> str:
     if len(names) > limit:
         shown += f" (+{len(names) - limit} more)"
     return shown
+
+
+def key_problems(groups: dict[str, Iterable[str]]) -> list[str]:
+    """One phrase per non-empty group of key names: ``{"unexpected key(s)": ["a", "b"]}`` ->
+    ``["2 unexpected key(s): a, b"]`` (sorted, capped by :func:`name_list`)."""
+    out = []
+    for label, names in groups.items():
+        names = list(names)
+        if names:
+            out.append(f"{len(names)} {label}: {name_list(names)}")
+    return out

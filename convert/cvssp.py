@@ -70,6 +70,15 @@ def _check_unknown(cfg: dict[str, Any], where: str, known: set[str]) -> None:
         raise ConfigError(f"{where}: unknown fields {sorted(unknown)}; this converter knows {sorted(known)}")
 
 
+def _norm_groups(cfg: dict[str, Any], where: str, channels: tuple[int, ...]) -> int:
+    """``norm_num_groups``, checked to divide every block's channel count."""
+    groups = int(_get(cfg, where, "norm_num_groups", 32))
+    for c in channels:
+        if c % groups:
+            raise ConfigError(f"{where}: norm_num_groups={groups} does not divide block channels {c}")
+    return groups
+
+
 # --- UNet -----------------------------------------------------------------------------------------
 
 # Fields of diffusers' UNet2DConditionModel that AudioLDM leaves at one value; any other value
@@ -150,10 +159,7 @@ def unet_config(cfg: dict[str, Any], where: str = "unet/config.json") -> UNetCon
                           f"{list(channels)} (AudioLDM's second attention attends to its own input)")
     if len(heads) != len(channels):
         raise ConfigError(f"{where}: attention_head_dim has {len(heads)} entries for {len(channels)} levels")
-    groups = int(_get(cfg, where, "norm_num_groups", 32))
-    for c in channels:
-        if c % groups:
-            raise ConfigError(f"{where}: norm_num_groups={groups} does not divide block channels {c}")
+    groups = _norm_groups(cfg, where, channels)
     for c, h, a in zip(channels, heads, attn):
         if a and c % h:
             raise ConfigError(f"{where}: {h} heads do not divide {c} channels")
@@ -200,10 +206,7 @@ def vae_config(cfg: dict[str, Any], where: str = "vae/config.json") -> VAEConfig
     if down != ["DownEncoderBlock2D"] * len(channels) or up != ["UpDecoderBlock2D"] * len(channels):
         raise ConfigError(f"{where}: block types {down} / {up} are not supported; supported: "
                           f"DownEncoderBlock2D / UpDecoderBlock2D once per block_out_channels entry")
-    groups = int(_get(cfg, where, "norm_num_groups", 32))
-    for c in channels:
-        if c % groups:
-            raise ConfigError(f"{where}: norm_num_groups={groups} does not divide block channels {c}")
+    groups = _norm_groups(cfg, where, channels)
     return VAEConfig(
         in_channels=int(_get(cfg, where, "in_channels")),
         out_channels=int(_get(cfg, where, "out_channels")),

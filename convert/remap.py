@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional
 
 import torch
 
-from audioldm_core.errors import CheckpointError, name_list
+from audioldm_core.errors import CheckpointError, key_problems
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,8 @@ def remap(source: Mapping[str, torch.Tensor], table: KeyTable, expected: Mapping
         out[name] = value
         origin[name] = key
     missing = set(expected) - set(out)
-    problems = []
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {name_list(unexpected)}")
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {name_list(missing)}")
-    if twice:
-        problems.append(f"{len(twice)} key(s) filled twice: {name_list(twice)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {name_list(shapes)}")
+    problems = key_problems({"unexpected key(s)": unexpected, "missing key(s)": missing,
+                               "key(s) filled twice": twice, "shape mismatch(es)": shapes})
     if problems:
         raise CheckpointError(f"{component}: the weights do not fit the model: " + "; ".join(problems))
     return out
