@@ -212,14 +212,14 @@ def test_full_size_prompt_embeds_and_folder_load(full_pair, cvssp_folder):
     embeds = torch.nn.functional.normalize(torch.randn(1, 512, generator=g), dim=-1)
     check(f"{name} prompt_embeds ddim-3-1.0", ref, ours, prompt_embeds=embeds, num_inference_steps=3,
           audio_length_in_s=1.0)
-    # Loading straight from the cvssp folder gives bit-identical weights to loading the converted file,
-    # so every number above holds for it too; one short run confirms the path end to end.
-    if name == "s-full-v2":
-        folder_pipe = AudioLDM.from_pretrained(cvssp_folder(name))
-        for comp in COMPONENTS:
-            a, b = getattr(folder_pipe, comp).state_dict(), getattr(ours, comp).state_dict()
-            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), comp
-        check(f"{name} from folder ddim-3-1.0", ref, folder_pipe, prompt=PROMPT, num_inference_steps=3,
-              audio_length_in_s=1.0)
-        del folder_pipe
-        gc.collect()
+    # Loading straight from the cvssp folder (converted in memory) gives bit-identical weights to
+    # loading the converted file, so every number above holds for it too; one short run each confirms
+    # the path end to end.
+    folder_pipe = AudioLDM.from_pretrained(cvssp_folder(name))
+    for comp in COMPONENTS:
+        a, b = getattr(folder_pipe, comp).state_dict(), getattr(ours, comp).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), comp
+    check(f"{name} from folder ddim-3-1.0", ref, folder_pipe, prompt=PROMPT, num_inference_steps=3,
+          audio_length_in_s=1.0)
+    del folder_pipe
+    gc.collect()

@@ -259,3 +259,24 @@ def test_determinism_same_seed_bit_identical_and_batch_order():
     c = pipe(["dog", "rain"], generator=[torch.Generator().manual_seed(s) for s in (2, 1)], **kw).audios
     err = float(np.abs(c[::-1] - a).max())
     assert err <= 1e-5, f"prompt order changed an item's audio by {err:.2e}"
+
+
+def test_non_finite_latents_and_audio_raise_naming_step_and_component(monkeypatch):
+    from audioldm_core.errors import NumericalError
+
+    pipe = AudioLDM.from_pretrained("tiny")
+    real = pipe.unet.forward
+    calls = {"n": 0}
+
+    def nan_on_second_call(x, t, emb):
+        calls["n"] += 1
+        out = real(x, t, emb)
+        return out * float("nan") if calls["n"] == 2 else out
+
+    monkeypatch.setattr(pipe.unet, "forward", nan_on_second_call)
+    with pytest.raises(NumericalError, match=r"step 2/4 .*ddim"):
+        pipe("x", num_inference_steps=4, audio_length_in_s=1.0, progress=False)
+    monkeypatch.setattr(pipe.unet, "forward", real)
+    monkeypatch.setattr(pipe.vocoder, "forward", lambda mel: torch.full((mel.shape[0], 100), float("inf")))
+    with pytest.raises(NumericalError, match="vocoder"):
+        pipe("x", num_inference_steps=1, audio_length_in_s=1.0, progress=False)
