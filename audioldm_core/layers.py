@@ -15,6 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# Query rows x key columns above which attention runs in query chunks (2^27 fp32 scores = 512 MiB).
+ATTN_CHUNK_ELEMENTS = 2**27
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, *, flip_sin_to_cos: bool = True,
                        freq_shift: float = 0.0, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal timestep features (DDPM, Ho et al. 2020; diffusers ``get_timestep_embedding``).
@@ -129,5 +133,12 @@ class Attention(nn.Module):
         q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)
         k = self.to_k(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
         v = self.to_v(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)
+        m = context.shape[1]
+        if n * m <= ATTN_CHUNK_ELEMENTS:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # long sequences (e.g. a minute of audio in the VAE): bound the score matrix per chunk,
+            # whichever SDPA kernel the backend picks, so memory stays linear in length
+            rows = max(1, ATTN_CHUNK_ELEMENTS // m)
+            out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + rows], k, v) for i in range(0, n, rows)],
+                            dim=2)
         return self.to_out[0](out.transpose(1, 2).reshape(b, n, d))

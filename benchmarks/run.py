@@ -18,7 +18,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -119,7 +118,10 @@ def rss_child(impl: str, source: str, seconds: float, steps: int, threads: int) 
     if impl == "ours":
         kw["progress"] = False
     pipe(PROMPT, **kw)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM (this process image's peak), not ru_maxrss, which survives exec and would include the
+    # parent benchmark process's peak
+    hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
+    print(json.dumps({"peak_rss_mib": int(hwm) / 1024}))
 
 
 def peak_rss(impl: str, source: Path, seconds: float, steps: int, threads: int) -> float:
