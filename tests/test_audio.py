@@ -27,8 +27,12 @@ def original_stft():
     import librosa.filters
     import librosa.util
 
+    # installed by the README/CI test command with `pip install --no-deps --target <venv>/audioldm-original`
+    target = Path(sys.prefix) / "audioldm-original" / "audioldm"
     spec = importlib.util.find_spec("audioldm")
-    root = Path(spec.submodule_search_locations[0])
+    root = target if target.is_dir() else Path(spec.submodule_search_locations[0]) if spec else None
+    if root is None:
+        raise RuntimeError("the original audioldm package is not installed; run the README's test command")
     for name, path in (("audioldm", root), ("audioldm.audio", root / "audio")):
         if name not in sys.modules or not hasattr(sys.modules[name], "__path__"):
             mod = types.ModuleType(name)
