@@ -70,6 +70,13 @@ def _check_unknown(cfg: dict[str, Any], where: str, known: set[str]) -> None:
         raise ConfigError(f"{where}: unknown fields {sorted(unknown)}; this converter knows {sorted(known)}")
 
 
+def _check_fields(cfg: dict[str, Any], where: str, read: set[str], fixed: list[tuple]) -> None:
+    """Refuse unknown fields, and fixed fields at any value but the supported ones."""
+    _check_unknown(cfg, where, read | {f for f, _, _ in fixed})
+    for field, supported, default in fixed:
+        _require(cfg, where, field, supported, default)
+
+
 def _norm_groups(cfg: dict[str, Any], where: str, channels: tuple[int, ...]) -> int:
     """``norm_num_groups``, checked to divide every block's channel count."""
     groups = int(_get(cfg, where, "norm_num_groups", 32))
@@ -128,9 +135,7 @@ _UNET_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types
 
 def unet_config(cfg: dict[str, Any], where: str = "unet/config.json") -> UNetConfig:
     """Translate diffusers ``UNet2DConditionModel`` config fields into :class:`UNetConfig`."""
-    _check_unknown(cfg, where, _UNET_READ | {f for f, _, _ in _UNET_FIXED})
-    for field, supported, default in _UNET_FIXED:
-        _require(cfg, where, field, supported, default)
+    _check_fields(cfg, where, _UNET_READ, _UNET_FIXED)
     channels = tuple(int(c) for c in _get(cfg, where, "block_out_channels"))
     down = list(_get(cfg, where, "down_block_types"))
     up = list(_get(cfg, where, "up_block_types"))
@@ -197,9 +202,7 @@ _VAE_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types"
 
 def vae_config(cfg: dict[str, Any], where: str = "vae/config.json") -> VAEConfig:
     """Translate diffusers ``AutoencoderKL`` config fields into :class:`VAEConfig`."""
-    _check_unknown(cfg, where, _VAE_READ | {f for f, _, _ in _VAE_FIXED})
-    for field, supported, default in _VAE_FIXED:
-        _require(cfg, where, field, supported, default)
+    _check_fields(cfg, where, _VAE_READ, _VAE_FIXED)
     channels = tuple(int(c) for c in _get(cfg, where, "block_out_channels"))
     down = list(_get(cfg, where, "down_block_types"))
     up = list(_get(cfg, where, "up_block_types"))
