@@ -23,8 +23,8 @@ from torch import nn
 
 from .checkpoint import (COMPONENTS, build_component, empty_component, load_component, load_state_strict,
                          read_info)
-from .config import BUILTIN_NAMES, AudioLDMConfig, builtin_config
-from .errors import InputError, NumericalError, SourceNotFoundError
+from .config import AudioLDMConfig, builtin_config
+from .errors import InputError, NumericalError
 
 # Short names of the public checkpoints, accepted wherever a Hub repo id is.
 HUB_ALIASES = {
@@ -528,5 +528,4 @@ def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, **kwargs) -> AudioLDM:
     return AudioLDM.from_pretrained(source, **kwargs)
 
 
-__all__ = ["AudioLDM", "AudioOutput", "DenoiseStep", "DEFAULT_MODEL", "HUB_ALIASES", "BUILTIN_NAMES",
-           "SourceNotFoundError"]
+__all__ = ["AudioLDM", "AudioOutput", "DenoiseStep", "DEFAULT_MODEL", "HUB_ALIASES", "MAX_SECONDS", "load"]

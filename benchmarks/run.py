@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -191,24 +190,20 @@ def run(args) -> dict:
         return ref._encode_prompt(PROMPT, torch.device("cpu"), 1, True)
 
     stages = {
-        "text encoding (prompt + negative)": ({"ours": text_ours, "diffusers": text_ref},
-                                              text_ref),
-        "UNet step (batch 2)": ({"ours": lambda: ours.unet(lat2, t, emb2),
-                                 "diffusers": lambda: ref.unet(lat2, t, encoder_hidden_states=None,
-                                                               class_labels=emb2).sample},
-                                lambda: ref.unet(lat2, t, encoder_hidden_states=None, class_labels=emb2)),
-        "VAE decode": ({"ours": lambda: ours.vae.decode(z), "diffusers": lambda: ref.vae.decode(z).sample},
-                       lambda: ref.vae.decode(z)),
-        "vocoder": ({"ours": lambda: ours.vocoder(mel), "diffusers": lambda: ref.vocoder(mel)},
-                    lambda: ref.vocoder(mel)),
+        "text encoding (prompt + negative)": {"ours": text_ours, "diffusers": text_ref},
+        "UNet step (batch 2)": {"ours": lambda: ours.unet(lat2, t, emb2),
+                                "diffusers": lambda: ref.unet(lat2, t, encoder_hidden_states=None,
+                                                              class_labels=emb2).sample},
+        "VAE decode": {"ours": lambda: ours.vae.decode(z), "diffusers": lambda: ref.vae.decode(z).sample},
+        "vocoder": {"ours": lambda: ours.vocoder(mel), "diffusers": lambda: ref.vocoder(mel)},
     }
     flops = {}
-    for label, (fns, _) in stages.items():
+    for label, fns in stages.items():
         rows[label] = {k: summary(v) for k, v in alternate(fns, max(repeats, 3)).items()}
         flops[label] = {impl: count_flops(fn) for impl, fn in fns.items()}  # ours skips the 512-token padding
         for impl in ("ours", "diffusers"):
             rows[label][impl]["gflops_per_s"] = flops[label][impl] / rows[label][impl]["median"] / 1e9
-    del ours, ref
+    ours = ref = None  # free both models before the RSS child processes run
     gc.collect()
     rss = {impl: peak_rss(impl, ckpt if impl == "ours" else folder, lengths[0], steps, args.threads)
            for impl in ("ours", "diffusers")}

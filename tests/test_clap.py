@@ -103,5 +103,5 @@ def test_full_size_parity_and_speed(cvssp_folder):
     o, r = min(times["ours"]), min(times["ref"])
     print(f"\ntext encoding, prompt + empty negative, full size: ours {o * 1e3:.1f} ms (unpadded, cached ''), "
           f"transformers padded to 512 {r * 1e3:.1f} ms, ratio {r / o:.1f}x")
-    del ours, ref
+    ours = ref = enc = None
     gc.collect()

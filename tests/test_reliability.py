@@ -6,11 +6,9 @@ tests/README.md.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
-import shutil
 import signal
 import struct
 import subprocess
