@@ -150,3 +150,12 @@ def test_absurd_length_refused_with_memory_estimate(tmp_path):
             "--no-progress")
     assert r.returncode == 2 and "GB" in r.stderr and "--allow-long" in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    out = tmp_path / "p.wav"
+    assert main(["generate", "a", "--model", "tiny", "-o", str(out), "--steps", "1", "--seconds", "1",
+                 "--no-progress"]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == (0o666 & ~umask)
