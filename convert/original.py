@@ -240,7 +240,7 @@ def model_name_for(path: Path, model_name: Optional[str], model_channels: int) -
             name = Path(path).stem
     # utils.default_audioldm_config: num_head_channels 64 for "-l-" models, else 32. Without a name,
     # the l models are the only ones with 256 base channels.
-    large = ("l-" in name) if name in MODEL_NAMES else model_channels == 256
+    large = name.startswith("l-") if name in MODEL_NAMES else model_channels == 256
     return name, 64 if large else 32
 
 
@@ -353,6 +353,38 @@ def read_tokenizer_dir(folder: Path) -> dict[str, Any]:
         return read_tokenizer(Path(tmp))
 
 
+def convert_state(state: dict[str, torch.Tensor], *, file_name: str = "", model_name: Optional[str] = None,
+                  compat: str = "original", use_ema: Optional[bool] = None
+                  ) -> tuple[AudioLDMConfig, dict[str, dict[str, torch.Tensor]], bool]:
+    """An original LatentDiffusion state dict -> (our config, our state dict per component, whether
+    the EMA weights were used). ``file_name`` helps infer the model name (see :func:`convert_original`).
+    Works on meta tensors too (shapes only)."""
+    if compat not in COMPAT:
+        raise InputError(f"unknown compat {compat!r}; choose one of {', '.join(COMPAT)}")
+    parts, extras, ema = split_components(state, use_ema)
+    mc = _need(parts["unet"], "time_embed.0.weight", "UNet").shape[1]
+    name, head_channels = model_name_for(Path(file_name or "checkpoint"), model_name, mc)
+    clap = clap_config(parts["clap"], compat)
+    config = AudioLDMConfig(name=name, clap=clap, unet=unet_config(parts["unet"], head_channels, compat),
+                            vae=vae_config(parts["vae"], extras.get("scale_factor")),
+                            vocoder=vocoder_config(parts["vocoder"]), schedule=schedule_config(extras.get("betas")),
+                            model_max_length=min(512, clap.max_positions - clap.pad_token_id - 1))
+    u = config.unet
+    stage1 = {"unet": tables.unet_table(len(u.block_channels), u.layers_per_block, u.attn_levels),
+              "vae": tables.vae_table(len(config.vae.block_channels)), "vocoder": tables.VOCODER,
+              "clap": tables.CLAP}
+    tensors = {}
+    for comp in COMPONENTS:
+        named = rename(parts.pop(comp), stage1[comp], f"original {comp}")
+        if comp == "vocoder":  # the original never normalises its input: identity mean/scale
+            like = next(iter(named.values()))
+            named.setdefault("mean", torch.zeros(config.vocoder.model_in_dim, device=like.device))
+            named.setdefault("scale", torch.ones(config.vocoder.model_in_dim, device=like.device))
+        tensors[comp] = remap(named, cvssp_table(comp), expected_shapes(comp, config),
+                              f"{comp} (original {file_name or 'checkpoint'})")
+    return config, tensors, ema
+
+
 def convert_original(ckpt_path: Any, *, model_name: Optional[str] = None, tokenizer_dir: Any = None,
                      compat: str = "original", use_ema: Optional[bool] = None, hash_files: bool = True) -> Converted:
     """Convert an original AudioLDM ``.ckpt`` in memory.
@@ -378,30 +410,11 @@ def convert_original(ckpt_path: Any, *, model_name: Optional[str] = None, tokeni
                          "roberta-base's vocab.json and merges.txt, e.g. the tokenizer/ folder of a cvssp/audioldm repo")
     path = Path(ckpt_path).expanduser()
     tokenizer = read_tokenizer_dir(Path(tokenizer_dir))
-    state = read_lightning_checkpoint(path)
-    parts, extras, ema = split_components(state, use_ema)
-    del state
-    mc = _need(parts["unet"], "time_embed.0.weight", "UNet").shape[1]
-    name, head_channels = model_name_for(path, model_name, mc)
-    clap = clap_config(parts["clap"], compat)
-    config = AudioLDMConfig(name=name, clap=clap, unet=unet_config(parts["unet"], head_channels, compat),
-                            vae=vae_config(parts["vae"], extras.get("scale_factor")),
-                            vocoder=vocoder_config(parts["vocoder"]), schedule=schedule_config(extras.get("betas")),
-                            model_max_length=min(512, clap.max_positions - clap.pad_token_id - 1))
-    u = config.unet
-    stage1 = {"unet": tables.unet_table(len(u.block_channels), u.layers_per_block, u.attn_levels),
-              "vae": tables.vae_table(len(config.vae.block_channels)), "vocoder": tables.VOCODER,
-              "clap": tables.CLAP}
-    tensors, stats = {}, {}
-    for comp in COMPONENTS:
-        named = rename(parts.pop(comp), stage1[comp], f"original {comp}")
-        if comp == "vocoder":  # the original never normalises its input: identity mean/scale
-            named.setdefault("mean", torch.zeros(config.vocoder.model_in_dim))
-            named.setdefault("scale", torch.ones(config.vocoder.model_in_dim))
-        out = remap(named, cvssp_table(comp), expected_shapes(comp, config), f"{comp} (original {path.name})")
-        tensors[comp] = out
-        stats[comp] = {"tensors": len(out), "params": sum(v.numel() for v in out.values()),
-                       "bytes": sum(v.numel() * v.element_size() for v in out.values())}
-    source = {"kind": "original", "path": str(path.resolve()), "model_name": name, "compat": compat, "ema": ema,
+    config, tensors, ema = convert_state(read_lightning_checkpoint(path), file_name=path.name,
+                                         model_name=model_name, compat=compat, use_ema=use_ema)
+    stats = {comp: {"tensors": len(out), "params": sum(v.numel() for v in out.values()),
+                    "bytes": sum(v.numel() * v.element_size() for v in out.values())}
+             for comp, out in tensors.items()}
+    source = {"kind": "original", "path": str(path.resolve()), "model_name": config.name, "compat": compat, "ema": ema,
               "files": {path.name: sha256_file(path)} if hash_files else {}}
     return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=source, stats=stats)

@@ -395,3 +395,54 @@ def test_s_full_parity(tmp_path):
     gc.collect()
     bad = {k: v for k, v in errs.items() if v[1] > TOL}
     assert not bad, f"relative error above {TOL}: {bad}"
+
+
+# Real sizes on the meta device (shapes only, no memory): every release name's original model maps
+# onto ours, the config derived from its shapes is what diffusers' conversion gave the cvssp repos
+# (compat="diffusers"), and the original's head counts otherwise.
+_CVSSP_OF = {"s-full": "s-full", "s-full-v2": "s-full-v2", "m-full": "m-full", "l-full": "l-full",
+             "s-text-ft": "s-full", "m-text-ft": "m-full"}
+
+
+@pytest.mark.parametrize("name", list(_CVSSP_OF))
+def test_release_sizes_map_on_meta(name, monkeypatch):
+    from audioldm_core.config import builtin_config
+    from convert.original import convert_state
+
+    original_package()
+    from audioldm.utils import default_audioldm_config, instantiate_from_config
+
+    from convert.tables.original import ema_key
+
+    params = default_audioldm_config(f"audioldm-{name}")["model"]["params"]
+    ae, hifigan = importlib.import_module("audioldm.variational_autoencoder.autoencoder"), importlib.import_module(
+        "audioldm.hifigan.utilities")
+
+    def meta_vocoder(config, device):  # hifigan/utilities.get_vocoder without its .to(device)
+        voc = hifigan.hifigan.Generator(hifigan.hifigan.AttrDict(hifigan.HIFIGAN_16K_64))
+        voc.remove_weight_norm()
+        return voc
+
+    monkeypatch.setattr(ae, "get_vocoder", meta_vocoder)
+    with torch.device("meta"):  # the LatentDiffusion's parts (its own __init__ computes on the schedule)
+        unet = instantiate_from_config(params["unet_config"]).state_dict()
+        vae = instantiate_from_config(params["first_stage_config"]).state_dict()
+        clap = FakeClapConditioner().state_dict()
+    state = {"model.diffusion_model." + k: v for k, v in unet.items()}
+    state |= {ema_key(k): v for k, v in unet.items()}
+    state |= {"first_stage_model." + k: v for k, v in vae.items()}
+    state |= {"cond_stage_model." + k: v for k, v in clap.items()}
+    state["betas"] = torch.linspace(0.0015 ** 0.5, 0.0195 ** 0.5, 1000, dtype=torch.float64).float() ** 2
+    state["scale_factor"] = torch.tensor(0.5)
+    want = builtin_config(_CVSSP_OF[name])
+    cfg, tensors, ema = convert_state(state, file_name=f"audioldm-{name}.ckpt", compat="diffusers")
+    assert ema and cfg.name == name and cfg.vae.scaling_factor == 0.5
+    assert (cfg.unet, cfg.clap, cfg.vocoder, cfg.schedule) == (want.unet, want.clap, want.vocoder, want.schedule)
+    assert {k: v for k, v in cfg.vae.__dict__.items() if k != "scaling_factor"} == \
+        {k: v for k, v in want.vae.__dict__.items() if k != "scaling_factor"}
+    assert {c: len(t) for c, t in tensors.items()} == {c: len(empty_component(c, want).state_dict()) for c in tensors}
+    cfg, _, _ = convert_state(state, file_name=f"audioldm-{name}.ckpt")
+    head = 64 if name.startswith("l-") else 32
+    assert cfg.unet.num_heads == tuple(c // head for c in want.unet.block_channels)
+    assert cfg.clap.layer_norm_eps == 1e-5
+    print(f"\n{name}: original heads {cfg.unet.num_heads}, diffusers {want.unet.num_heads}")
