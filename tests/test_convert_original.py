@@ -446,3 +446,28 @@ def test_release_sizes_map_on_meta(name, monkeypatch):
     assert cfg.unet.num_heads == tuple(c // head for c in want.unet.block_channels)
     assert cfg.clap.layer_norm_eps == 1e-5
     print(f"\n{name}: original heads {cfg.unet.num_heads}, diffusers {want.unet.num_heads}")
+
+
+def test_weight_normed_vocoder(tiny, tmp_path):
+    """A checkpoint saved before hifigan's remove_weight_norm (weight_g/weight_v) converts to the
+    vocoder that remove_weight_norm gives."""
+    model, _, tok = tiny
+    hifigan = importlib.import_module("audioldm.hifigan")
+    from audioldm.hifigan.utilities import HIFIGAN_16K_64
+
+    torch.manual_seed(3)
+    voc = hifigan.Generator(hifigan.AttrDict(HIFIGAN_16K_64)).eval()
+    normed = {k: v.clone() for k, v in voc.state_dict().items()}
+    assert any(k.endswith("weight_g") for k in normed)
+    voc.remove_weight_norm()
+    path = save_release_ckpt(model, tmp_path / "wn.ckpt")
+    ck = torch.load(path, weights_only=True)
+    sd = {k: v for k, v in ck["state_dict"].items() if not k.startswith("first_stage_model.vocoder.")}
+    ck["state_dict"] = sd | {"first_stage_model.vocoder." + k: v for k, v in normed.items()}
+    torch.save(ck, path)
+    conv = convert_original(path, tokenizer_dir=tok, hash_files=False)
+    mel = torch.randn(1, 64, 20, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        err, rel = rel_err(_ours(conv, "vocoder")(mel.transpose(1, 2)), voc(mel)[:, 0])
+    print(f"\nweight-normed vocoder: max abs {err:.2e}, rel {rel:.2e}")
+    assert rel <= TOL
