@@ -89,7 +89,8 @@ def _start(x: torch.Tensor, start: int, n_t: int, sigma0, noised: Optional[bool]
 # --- DDIM (Song et al. 2021, eq. 12) ----------------------------------------------------------------
 
 def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                eta: float = 0.0, generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None,
+                eta: float = 0.0, generator: Optional[torch.Generator] = None, start: int = 0,
+                noised: Optional[bool] = None,
                 blend: Blend = None) -> Steps:
     """DDIM; ``eta`` = 0 is deterministic, ``eta`` = 1 ancestral-like (noise from ``generator``)."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
@@ -147,7 +148,8 @@ def pndm_timesteps(schedule: ScheduleConfig, num_steps: int, prk: bool = False) 
 
 
 def sample_pndm(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                prk_warmup: bool = False, generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None,
+                prk_warmup: bool = False, generator: Optional[torch.Generator] = None, start: int = 0,
+                noised: Optional[bool] = None,
                 blend: Blend = None) -> Steps:
     """PLMS (linear multistep on eps, 4th order after warm-up); ``prk_warmup`` uses PNDM's
     Runge-Kutta warm-up instead of the second-order start (diffusers ``skip_prk_steps=False``)."""
@@ -270,7 +272,8 @@ def lms_coefficient(sigmas: torch.Tensor, order: int, i: int, j: int) -> float:
 
 
 def sample_lms(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-               order: int = 4, generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None,
+               order: int = 4, generator: Optional[torch.Generator] = None, start: int = 0,
+               noised: Optional[bool] = None,
                blend: Blend = None) -> Steps:
     """Linear multistep in sigma (k-diffusion ``sample_lms``; diffusers ``LMSDiscreteScheduler``)."""
     if not isinstance(order, int) or order < 1:
@@ -292,7 +295,8 @@ def sample_lms(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_ste
 
 
 def sample_euler(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                 generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None, blend: Blend = None) -> Steps:
+                 generator: Optional[torch.Generator] = None, start: int = 0,
+                 noised: Optional[bool] = None, blend: Blend = None) -> Steps:
     """Euler's method on the probability-flow ODE (Karras et al. 2022, algorithm 2 without churn)."""
     ts, sig, init = _sigma_plan(schedule, num_steps)
     x = _start(x, start, len(ts), init, noised)
@@ -340,7 +344,8 @@ def heun_timesteps(schedule: ScheduleConfig, num_steps: int) -> tuple[torch.Tens
 
 
 def sample_heun(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None, blend: Blend = None) -> Steps:
+                generator: Optional[torch.Generator] = None, start: int = 0,
+                noised: Optional[bool] = None, blend: Blend = None) -> Steps:
     """Heun's second-order method (Karras et al. 2022, algorithm 1): an Euler step, then the average
     of the slopes at both ends; the last step (to sigma 0) is plain Euler. Yields after each model
     evaluation (2 * num_steps - 1 of them)."""
@@ -448,7 +453,8 @@ def _unipc_coeffs(order: int, h: torch.Tensor, rks: list[torch.Tensor]):
 
 
 def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                 generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None, blend: Blend = None) -> Steps:
+                 generator: Optional[torch.Generator] = None, start: int = 0,
+                 noised: Optional[bool] = None, blend: Blend = None) -> Steps:
     """UniPC-2 with the bh2 corrector (Zhao et al. 2023): a UniP predictor step, then on the next
     evaluation the UniC corrector refines the previous result with the new model output."""
     ts, sig = _multistep_plan(schedule, num_steps)
@@ -470,8 +476,8 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_s
                 rks.append(rk)
                 d1s.append((outs[-(k + 1)] - outs[-1]) / rk)
             h_phi_1, b_h, r_mat, b = _unipc_coeffs(last_order, h, rks)
-            rhos = torch.ones(1, dtype=last_x.dtype) * 0.5 if last_order == 1 else \
-                torch.linalg.solve(r_mat, b).to(last_x.dtype)
+            rhos = torch.full((1,), 0.5, dtype=last_x.dtype) if last_order == 1 else \
+                torch.linalg.solve(r_mat, b).to(last_x.dtype)  # (order,) on the CPU: indexed into 0-d scalars
             x_ = s_t / s_s0 * last_x - a_t * h_phi_1 * outs[-1]
             corr = sum(rhos[k] * d for k, d in enumerate(d1s)) if d1s else 0
             x = (x_ - a_t * b_h * (corr + rhos[-1] * (m_t - outs[-1]))).to(last_x.dtype)
@@ -488,7 +494,7 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_s
             d1s.append((outs[-(k + 1)] - outs[-1]) / rk)
         h_phi_1, b_h, _, _ = _unipc_coeffs(order, h, [])
         x_ = s_t / s_s0 * x - a_t * h_phi_1 * outs[-1]
-        pred = torch.ones(1, dtype=x.dtype) * 0.5 * d1s[0] if d1s else 0
+        pred = torch.full((1,), 0.5, dtype=x.dtype)[0] * d1s[0] if d1s else 0
         x = (x_ - a_t * b_h * pred).to(x.dtype)
         if blend is not None:
             x = blend(i, t, x)
@@ -586,6 +592,7 @@ def run(steps: Steps) -> torch.Tensor:
     return x
 
 
-__all__ = ["SAMPLERS", "get_sampler", "describe", "timesteps_for", "start_for_strength", "noise_to_start", "run",
-           "sample_ddim", "sample_pndm", "sample_lms", "sample_euler", "sample_euler_ancestral", "sample_heun",
-           "sample_dpmsolver_pp", "sample_unipc", "lms_coefficient"]
+__all__ = ["SAMPLERS", "Sampler", "describe", "evals_per_step", "get_sampler", "heun_timesteps", "lms_coefficient",
+           "noise_to_start", "pndm_timesteps", "run", "sample_ddim", "sample_dpmsolver_pp", "sample_euler",
+           "sample_euler_ancestral", "sample_heun", "sample_lms", "sample_pndm", "sample_unipc", "start_for_strength",
+           "timesteps_for"]

@@ -68,9 +68,12 @@ def spaced_timesteps(cfg: ScheduleConfig, n: int, default: str, *, extra: int = 
 
     linspace: ``round(linspace(0, N-1, n))``; leading: ``arange(n) * (N // n) + steps_offset``;
     trailing: ``round(arange(N, 0, -N/n))[:n] - 1`` (Lin et al. 2023, "Common diffusion noise
-    schedules and sample steps are flawed", table 2; the ``[:n]`` is ours, see the code). ``extra=1`` gives the multistep solvers' variant (DPM-Solver,
-    UniPC): ``n + 1`` points, the last (0) dropped. ``dtype`` float32 keeps linspace unrounded, as
-    the sigma-based schedulers do. Raises :class:`InputError` if a timestep falls outside [0, N).
+    schedules and sample steps are flawed", table 2; the ``[:n]`` is ours, see the code).
+    ``extra=1`` gives the multistep solvers' variant (DPM-Solver, UniPC): ``n + 1`` points, the last
+    (0) dropped. ``dtype`` float32 keeps linspace unrounded, as the sigma-based schedulers do.
+    Returns (n,) ``dtype``. Raises :class:`InputError` for a bad ``n`` (see :func:`check_steps`), or
+    if a timestep falls outside [0, N) or repeats (possible only for n >= 999 of N = 1000: diffusers
+    would index past its tables or take a zero-length step).
     """
     n = check_steps(n, cfg)
     big = cfg.num_train_timesteps
@@ -132,7 +135,7 @@ def add_noise(cfg: ScheduleConfig, x0: torch.Tensor, noise: torch.Tensor, t) -> 
         raise InputError(f"t must be an integer or a (B,) integer tensor with B={x0.shape[0]}, got {t!r}")
     if tt.numel() and not (0 <= int(tt.min()) and int(tt.max()) < cfg.num_train_timesteps):
         raise InputError(f"timestep {t} outside [0, {cfg.num_train_timesteps - 1}]")
-    a = alphas_cumprod(cfg).to(device=x0.device, dtype=x0.dtype)[tt.to(x0.device).long()]
+    a = alphas_cumprod(cfg).to(dtype=x0.dtype)[tt.long()].to(x0.device)
     a = a.reshape(a.shape + (1,) * (x0.ndim - a.ndim))
     return a ** 0.5 * x0 + (1 - a) ** 0.5 * noise
 

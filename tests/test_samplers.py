@@ -11,14 +11,25 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from audioldm_core import schedule as sched
-from audioldm_core.errors import InputError
-from audioldm_core.samplers import (SAMPLERS, describe, evals_per_step, get_sampler, lms_coefficient,
-                                    noise_to_start, run, sample_ddim, sample_euler, sample_lms, sample_pndm,
-                                    start_for_strength, timesteps_for)
-from convert.cvssp import read_json, schedule_config, shipped_config_dir
 from reference import diffusers_scheduler
+
+from audioldm_core.errors import InputError
+from audioldm_core.samplers import (
+    SAMPLERS,
+    describe,
+    evals_per_step,
+    get_sampler,
+    lms_coefficient,
+    noise_to_start,
+    run,
+    sample_ddim,
+    sample_euler,
+    sample_lms,
+    sample_pndm,
+    start_for_strength,
+    timesteps_for,
+)
+from convert.cvssp import read_json, schedule_config, shipped_config_dir
 
 RAW = read_json(shipped_config_dir("s-full-v2") / "scheduler" / "scheduler_config.json")
 CFG = schedule_config(RAW)
@@ -412,7 +423,7 @@ def test_model_sees_what_diffusers_passes():
     """eps_fn gets a 0-d timestep tensor: int64 for DDIM/PNDM/DPM-Solver++/UniPC, float32 otherwise."""
     for name in SAMPLERS:
         kinds = set()
-        run(get_sampler(name)(lambda x, t: kinds.add((t.dtype, t.ndim)) or smooth_eps(x, t),
+        run(get_sampler(name)(lambda x, t, kinds=kinds: kinds.add((t.dtype, t.ndim)) or smooth_eps(x, t),
                               torch.randn(1, 8, 2, 2), CFG, 5))
         want = torch.int64 if name in ("ddim", "pndm", "dpmsolver++", "unipc") else torch.float32
         assert kinds == {(want, 0)}, (name, kinds)
@@ -449,3 +460,30 @@ def test_registry():
         params = inspect.signature(fn).parameters
         assert list(params)[:4] == ["eps_fn", "x", "schedule", "num_steps"], name
         assert {"generator", "start", "blend"} <= set(params), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_other_latent_dtypes_match_diffusers(dtype):
+    """Latents in float64/float16/bfloat16 (the schedule tables stay float32, as in diffusers)."""
+    def eps(x, t):
+        return smooth_eps(x.float(), t).to(x.dtype)
+
+    noise = torch.randn(2, 8, 6, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
+    for name in SAMPLERS:
+        _, ref = reference_loop(name, RAW, 25, noise, eps)
+        ours = [x for _, x in get_sampler(name)(eps, noise, CFG, 25, generator=torch.Generator().manual_seed(7))]
+        assert all(o.dtype == dtype for o in ours), name
+        worst = max(rel(o.double(), r.double()) for o, r in zip(ours, ref))
+        assert worst <= TOL, f"{name} {dtype}: {worst:.2e}"
+
+
+def test_latents_on_another_device():
+    """Only 0-d schedule scalars may stay on the CPU (a (1,) CPU tensor times CUDA latents fails):
+    run every sampler and noise_to_start with latents on the meta device."""
+    for name in SAMPLERS:
+        for dtype in (torch.float32, torch.float16):
+            x = torch.randn(2, 8, 4, 4, device="meta", dtype=dtype)
+            out = run(get_sampler(name)(lambda x, t: x * 0.5, x, CFG, 5, generator=torch.Generator()))
+            assert out.device.type == "meta" and out.dtype == dtype, (name, out.device, out.dtype)
+            y = noise_to_start(name, CFG, 5, x, x, 2)
+            assert y.device.type == "meta" and y.dtype == dtype, (name, y.device, y.dtype)
