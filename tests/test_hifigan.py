@@ -28,12 +28,17 @@ def _pair(folder):
     return ours, ref, cfg
 
 
-def _check(ours, ref, batch, frames, label):
+def _check(ours, ref, batch, frames, label, chunk=None):
     mel = torch.randn(batch, frames, 64, generator=torch.Generator().manual_seed(frames)) * 2 - 4
     with torch.no_grad():
         o, r = ours(mel), ref(mel)
+        tiled = ours(mel, chunk_frames=chunk) if chunk else None
     err, rel = rel_err(o, r)
     msg = f"{label} batch {batch} {frames} frames: max abs {err:.2e}, rel {rel:.2e}, peak {r.abs().max():.3f}"
+    if chunk:
+        terr, trel = rel_err(tiled, r)
+        msg += f"; in tiles of {chunk}: abs {terr:.2e} rel {trel:.2e}"
+        rel = max(rel, trel)
     print("\n" + msg)
     assert rel <= TOL, msg
 
@@ -93,18 +98,41 @@ def test_weight_norm_is_folded(cvssp_folder):
         remap(lone, cvssp_table("vocoder"), expected_shapes("vocoder", cfg), "vocoder")
 
 
+@pytest.mark.parametrize("frames,chunk", [(60, 1), (150, 17), (300, 64), (40, 100)])
+def test_chunked_vocoding_is_exact(cvssp_folder, frames, chunk):
+    """Tiles with the full receptive-field margin give the one-pass waveform up to float rounding; half
+    the margin does not (so the test can tell)."""
+    ours, ref, _ = _pair(cvssp_folder("tiny"))
+    mel = torch.randn(2, frames, 64, generator=torch.Generator().manual_seed(frames)) * 2 - 4
+    with torch.no_grad():
+        full, tiled, r = ours(mel), ours(mel, chunk_frames=chunk), ref(mel)
+        margin = ours.margin
+        ours.margin = margin // 2
+        short = ours(mel, chunk_frames=chunk)
+        ours.margin = margin
+    (a, rel), (_, rel_ref), (_, rel_short) = rel_err(tiled, full), rel_err(tiled, r), rel_err(short, full)
+    msg = (f"tiny vocoder, {frames} frames in tiles of {chunk} (margin {margin}): vs one pass abs {a:.2e} rel {rel:.2e}, "
+           f"vs SpeechT5HifiGan rel {rel_ref:.2e}; with half the margin rel {rel_short:.2e}")
+    print("\n" + msg)
+    assert rel <= TOL and rel_ref <= TOL, msg
+    assert chunk >= frames or rel_short > 100 * max(rel, 1e-7), msg
+
+
 @pytest.mark.parametrize("bad,match", [(torch.zeros(1, 10, 80), "64"), (torch.zeros(2, 1, 10, 64), "64"),
                                        (torch.zeros(1, 0, 64), "empty")])
 def test_bad_input(cvssp_folder, bad, match):
     ours, _, _ = _pair(cvssp_folder("tiny"))
     with pytest.raises(InputError, match=match):
         ours(bad)
+    for chunk in (0, 1.5, True):
+        with pytest.raises(InputError, match="chunk_frames"):
+            ours(torch.zeros(1, 10, 64), chunk_frames=chunk)
 
 
 @pytest.mark.fullsize
 def test_full_size_parity(cvssp_folder):
     ours, ref, _ = _pair(cvssp_folder("s-full-v2"))
     for batch, frames in [(1, 100), (3, 100), (1, 1024), (3, 1024)]:
-        _check(ours, ref, batch, frames, "full size")
+        _check(ours, ref, batch, frames, "full size", chunk=256 if (batch, frames) == (1, 1024) else None)
     del ours, ref
     gc.collect()
