@@ -111,8 +111,8 @@ def test_chunked_vocoding_is_exact(cvssp_folder, frames, chunk):
         short = ours(mel, chunk_frames=chunk)
         ours.margin = margin
     (a, rel), (_, rel_ref), (_, rel_short) = rel_err(tiled, full), rel_err(tiled, r), rel_err(short, full)
-    msg = (f"tiny vocoder, {frames} frames in tiles of {chunk} (margin {margin}): vs one pass abs {a:.2e} rel {rel:.2e}, "
-           f"vs SpeechT5HifiGan rel {rel_ref:.2e}; with half the margin rel {rel_short:.2e}")
+    msg = (f"tiny vocoder, {frames} frames in tiles of {chunk} (margin {margin}): "
+           f"vs one pass abs {a:.2e} rel {rel:.2e}, vs SpeechT5HifiGan rel {rel_ref:.2e}; with half the margin rel {rel_short:.2e}")
     print("\n" + msg)
     assert rel <= TOL and rel_ref <= TOL, msg
     assert chunk >= frames or rel_short > 100 * max(rel, 1e-7), msg
