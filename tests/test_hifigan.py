@@ -25,6 +25,9 @@ def _pair(folder):
     cfg = read_folder_config(folder)
     ours = load_state_strict(empty_component("vocoder", cfg), convert_component(folder, "vocoder", cfg), "vocoder")
     ref = SpeechT5HifiGan.from_pretrained(str(folder / "vocoder")).eval()
+    with torch.no_grad():  # warm-up: a process's first conv call on this CPU may take another kernel path
+        warm = torch.zeros(1, 7, 64)
+        ours(warm), ref(warm)
     return ours, ref, cfg
 
 
