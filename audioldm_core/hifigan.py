@@ -8,6 +8,10 @@ at conversion time (``convert/tables/vocoder.py``), so this module holds plain c
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,16 +64,45 @@ class HiFiGAN(nn.Module):
         self.conv_post = nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), 1, 7, padding=3)
         self.register_buffer("mean", torch.zeros(cfg.model_in_dim))
         self.register_buffer("scale", torch.ones(cfg.model_in_dim))
+        self.hop = math.prod(cfg.upsample_rates)
+        self.margin = _receptive_margin(cfg)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel: (B, T, n_mels) or (T, n_mels) log-mel -> (B, samples) or (samples,) in [-1, 1]."""
+    def forward(self, mel: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
+        """mel: (B, T, n_mels) or (T, n_mels) log-mel -> (B, samples) or (samples,) in [-1, 1], dtype of
+        mel; samples = T * hop + a few (SpeechT5HifiGan's length: 160 T + 32 for AudioLDM).
+
+        chunk_frames: vocode ``chunk_frames`` mel frames at a time, each with ``self.margin`` frames of
+        context on either side (the network's whole receptive field: it has no global operation), and
+        keep only the tile's own samples. The result equals the one-pass output up to float rounding
+        (tests/test_hifigan.py); peak activation memory scales with ``chunk_frames + 2 * margin`` instead
+        of T, for ``2 * margin / chunk_frames`` more compute.
+        """
         if not isinstance(mel, torch.Tensor) or mel.ndim not in (2, 3) or mel.shape[-1] != self.n_mels:
             got = tuple(mel.shape) if isinstance(mel, torch.Tensor) else type(mel).__name__
             raise InputError(f"vocoder input must be a (B, T, {self.n_mels}) or (T, {self.n_mels}) mel, got {got}")
         if mel.shape[-2] == 0:
             raise InputError("vocoder input has an empty time axis (0 frames)")
+        if chunk_frames is not None and (isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int)
+                                         or chunk_frames < 1):
+            raise InputError(f"chunk_frames must be None or an int >= 1 (mel frames per tile), got {chunk_frames!r}")
         batched = mel.ndim == 3
         x = mel if batched else mel[None]
+        frames = x.shape[1]
+        if chunk_frames is None or chunk_frames >= frames:
+            wav = self._vocode(x)
+        else:
+            pieces = []
+            for a in range(0, frames, chunk_frames):
+                b = min(a + chunk_frames, frames)
+                lo, hi = max(a - self.margin, 0), min(b + self.margin, frames)
+                y = self._vocode(x[:, lo:hi])
+                start = (a - lo) * self.hop  # shift-equivariance: local sample 0 is global sample lo * hop
+                pieces.append(y[:, start:start + (b - a) * self.hop] if b < frames else y[:, start:])
+            wav = torch.cat(pieces, dim=1)
+        return wav if batched else wav[0]
+
+    def _vocode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, n_mels) -> (B, samples), one pass."""
         if self.normalize_before:
             x = (x - self.mean) / self.scale
         x = self.conv_pre(x.transpose(1, 2))
@@ -81,5 +114,18 @@ class HiFiGAN(nn.Module):
                 acc = acc + block(x)
             x = acc / self.num_kernels
         x = torch.tanh(self.conv_post(F.leaky_relu(x)))  # default slope 0.01 here, as the reference
-        wav = x[:, 0]
-        return wav if batched else wav[0]
+        return x[:, 0]
+
+
+def _receptive_margin(cfg: HiFiGANConfig) -> int:
+    """Mel frames of context either side that determine an output sample: each layer's one-sided reach
+    in its own input samples, divided by that layer's samples per mel frame, summed, rounded up."""
+    reach = Fraction(3)  # conv_pre, kernel 7
+    rate = 1
+    for r, k in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes):
+        reach += Fraction(-(-k // r) + 1, rate)  # transposed conv: an output sees inputs within ceil(k/r)+1
+        rate *= r
+        reach += Fraction(max(sum((kk - 1) // 2 * d + (kk - 1) // 2 for d in dil)
+                              for kk, dil in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)), rate)
+    reach += Fraction(3, rate)  # conv_post, kernel 7
+    return math.ceil(reach) + 1

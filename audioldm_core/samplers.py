@@ -17,24 +17,46 @@ Common arguments:
   generator: torch.Generator (or one per batch item) for the stochastic samplers (DDIM with
       eta > 0, Euler ancestral).
   start: index into :func:`timesteps_for` to begin at (editing: see :func:`start_for_strength`).
-  blend(i, t, x) -> x: optional hook run after every step (inpainting keeps a known region).
+  noised: whether x is already noised to the level of ``timesteps[start]`` (then used as it is) or
+      unit-variance noise (then multiplied by ``init_noise_sigma``); default ``start > 0``. Pass
+      ``noised=True`` with ``start=0`` to start from ``noise_to_start(..., 0)`` as diffusers'
+      img2img does at strength 1.
+  blend(i, t, x) -> x: optional hook run after every step, before the yield (inpainting keeps a
+      known region); ``i`` is the index into :func:`timesteps_for` of the step just taken (counted
+      from 0 even when ``start > 0``), ``t`` its timestep. Its result is what the next step sees.
 
 Each yields ``(t, x)`` once per entry of ``timesteps_for(name, ...)`` (PNDM and Heun evaluate the
-model more often than ``num_steps``). Each matches the diffusers scheduler of the same name built
-with ``from_config(<checkpoint scheduler_config.json>)`` step by step.
+model more often than ``num_steps``), ``t`` being the timestep just evaluated and ``x`` the latents
+after that step; :func:`run` drains one and returns the final latents. Arguments are checked when
+iteration starts (these are generator functions). Each matches the diffusers scheduler of the same
+name built with ``from_config(<checkpoint scheduler_config.json>)`` step by step (DPM-Solver++ with
+``algorithm_type="dpmsolver++", solver_order=2``, UniPC with ``solver_order=2``, PNDM with
+``skip_prk_steps=True``), including each scheduler's own default ``timestep_spacing`` when the
+config names none and its defaults for final steps (``lower_order_final``, final sigma 0).
+
+Editing (diffusers' img2img convention) starts mid-schedule from a clean latent ``x0``:
+
+    start = start_for_strength(name, num_steps, strength)    # n - min(int(n * strength), n), x order
+    x = noise_to_start(name, schedule, num_steps, x0, noise, start)   # add_noise at timesteps[start]
+    final = run(get_sampler(name)(eps_fn, x, schedule, num_steps, start=start, noised=True, blend=blend))
+
+``start == len(timesteps_for(...))`` (strength 0) means there is nothing to run: keep ``x0``.
+Known deviations from diffusers, both deliberate: trailing spacing keeps exactly ``num_steps``
+timesteps (see :func:`audioldm_core.schedule.spaced_timesteps`), and LMS started mid-schedule
+builds its order up from 1 (diffusers uses the absolute step index, so its first steps after
+``set_begin_index`` apply one coefficient of a higher-order formula).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
 
 from .config import ScheduleConfig
 from .errors import InputError
-from .schedule import (alphas_cumprod, check_steps, final_alpha, interp_sigmas, prediction_to_eps_x0,
+from .schedule import (add_noise, alphas_cumprod, check_steps, final_alpha, interp_sigmas, prediction_to_eps_x0,
                        spaced_timesteps, strength_start)
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -53,16 +75,22 @@ def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
 
-def _start(x: torch.Tensor, start: int, n_t: int, sigma0) -> torch.Tensor:
-    if not 0 <= start < n_t:
-        raise InputError(f"start must be in [0, {n_t - 1}] for this sampler and step count, got {start}")
-    return x * sigma0 if start == 0 else x
+def _start(x: torch.Tensor, start: int, n_t: int, sigma0, noised: Optional[bool]) -> torch.Tensor:
+    """Validate ``start`` and scale unit noise by ``init_noise_sigma`` unless x is already noised."""
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n_t:
+        raise InputError(f"start must be an integer in [0, {n_t - 1}] for this sampler and step count, got {start!r}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise InputError(f"x must be a floating-point tensor, got {type(x).__name__}")
+    if noised is None:
+        noised = start > 0
+    return x if noised else x * sigma0
 
 
 # --- DDIM (Song et al. 2021, eq. 12) ----------------------------------------------------------------
 
 def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
                 eta: float = 0.0, generator: Optional[torch.Generator] = None, start: int = 0,
+                noised: Optional[bool] = None,
                 blend: Blend = None) -> Steps:
     """DDIM; ``eta`` = 0 is deterministic, ``eta`` = 1 ancestral-like (noise from ``generator``)."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
@@ -70,7 +98,7 @@ def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_st
     ts = torch.from_numpy(spaced_timesteps(schedule, num_steps, "leading"))
     ac, a_final = alphas_cumprod(schedule), final_alpha(schedule)
     jump = schedule.num_train_timesteps // num_steps
-    x = _start(x, start, len(ts), 1.0)
+    x = _start(x, start, len(ts), 1.0, noised)
     for i in range(start, len(ts)):
         t = ts[i]
         out = eps_fn(x, t)
@@ -99,8 +127,6 @@ def _pndm_transfer(x, t: int, t_prev: int, eps, ac, a_final, pred: str):
     b_t, b_prev = 1 - a_t, 1 - a_prev
     if pred == "v_prediction":
         eps = (a_t ** 0.5) * eps + (b_t ** 0.5) * x
-    elif pred != "epsilon":
-        raise InputError(f"pndm supports epsilon and v_prediction, not {pred!r}")
     denom = a_t * b_prev ** 0.5 + (a_t * b_t * a_prev) ** 0.5
     return (a_prev / a_t) ** 0.5 * x - (a_prev - a_t) * eps / denom
 
@@ -110,6 +136,9 @@ def pndm_timesteps(schedule: ScheduleConfig, num_steps: int, prk: bool = False) 
     second-order step); with the Runge-Kutta warm-up (``prk``) the first three steps take four
     evaluations each."""
     base = spaced_timesteps(schedule, num_steps, "leading")[::-1].copy()  # ascending
+    if prk and num_steps < 4:
+        raise InputError(f"pndm with prk_warmup needs at least 4 steps (three Runge-Kutta warm-up steps and "
+                         f"one more), got {num_steps}; use more steps or prk_warmup=False")
     if not prk:
         return np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].astype(np.int64).copy()
     half = schedule.num_train_timesteps // num_steps // 2
@@ -120,6 +149,7 @@ def pndm_timesteps(schedule: ScheduleConfig, num_steps: int, prk: bool = False) 
 
 def sample_pndm(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
                 prk_warmup: bool = False, generator: Optional[torch.Generator] = None, start: int = 0,
+                noised: Optional[bool] = None,
                 blend: Blend = None) -> Steps:
     """PLMS (linear multistep on eps, 4th order after warm-up); ``prk_warmup`` uses PNDM's
     Runge-Kutta warm-up instead of the second-order start (diffusers ``skip_prk_steps=False``)."""
@@ -127,7 +157,9 @@ def sample_pndm(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_st
     ac, a_final = alphas_cumprod(schedule), final_alpha(schedule)
     jump = schedule.num_train_timesteps // num_steps
     pred = schedule.prediction_type
-    x = _start(x, start, len(ts), 1.0)
+    if pred not in ("epsilon", "v_prediction"):
+        raise InputError(f"pndm supports prediction_type epsilon and v_prediction, not {pred!r}")
+    x = _start(x, start, len(ts), 1.0, noised)
     if start and prk_warmup:
         raise InputError("pndm with prk_warmup cannot start mid-schedule; use start=0 or prk_warmup=False")
     ets: list[torch.Tensor] = []
@@ -192,27 +224,62 @@ def _x0_sigma(schedule: ScheduleConfig, out, x, sigma):
     return out
 
 
+# 21-point Gauss-Kronrod rule on [-1, 1] (Kronrod 1965; the QUADPACK qk21 constants): abscissae
+# x_0 > ... > x_10 = 0 and their weights; the rule is exact for polynomials of degree <= 31. The odd
+# abscissae with _GAUSS10_W are the 10-point Gauss rule (kept to follow QUADPACK's summation order).
+_GK21_X = (0.995657163025808080735527280689003, 0.973906528517171720077964012084452,
+           0.930157491355708226001207180059508, 0.865063366688984510732096688423493,
+           0.780817726586416897063717578345042, 0.679409568299024406234327365114874,
+           0.562757134668604683339000099272694, 0.433395394129247190799265943165784,
+           0.294392862701460198131126603103866, 0.148874338981631210884826001129720, 0.0)
+_GK21_W = (0.011694638867371874278064396062192, 0.032558162307964727478818972459390,
+           0.054755896574351996031381300244580, 0.075039674810919952767043140916190,
+           0.093125454583697605535065465083366, 0.109387158802297641899210590325805,
+           0.123491976262065851077208980253809, 0.134709217311473325928054001771707,
+           0.142775938577060080797094273138717, 0.147739104901338491374841515972068,
+           0.149445554002916905664936468389821)
+
+
 def lms_coefficient(sigmas: torch.Tensor, order: int, i: int, j: int) -> float:
-    """Integral over [sigma_i, sigma_{i+1}] of the j-th Lagrange basis polynomial through the last
-    ``order`` sigmas (Karras et al. 2022 / k-diffusion ``linear_multistep_coeff``), integrated
-    exactly: the basis is expanded into monomial coefficients and integrated term by term."""
-    nodes = [float(sigmas[i - k]) for k in range(order)]
-    poly = np.poly1d([1.0])
+    """Integral over [sigma_i, sigma_{i+1}] of the j-th Lagrange basis polynomial through the nodes
+    sigma_i, sigma_{i-1}, ..., sigma_{i-order+1} (k-diffusion ``linear_multistep_coeff``).
+
+    sigmas: (n + 1,) float32 -> a python float. The basis has degree order - 1 <= 3, so the 21-point
+    Gauss-Kronrod rule integrates it exactly; the basis is evaluated at the 21 nodes in float32
+    arithmetic, in the order diffusers' ``LMSDiscreteScheduler.get_lms_coefficient`` evaluates its
+    integrand, and summed in float64 in QUADPACK's order. scipy's ``quad`` accepts that first
+    21-point estimate for these polynomials, so the coefficient equals diffusers' bit for bit
+    without scipy (a float64 evaluation would differ by ~1e-6 relative: float32 rounding, not
+    quadrature error).
+    """
+    s = sigmas.detach().cpu().numpy().astype(np.float32)
+    nodes = [s[i - k] for k in range(order)]
+    a, b = float(s[i]), float(s[i + 1])
+    centre, half = 0.5 * (a + b), 0.5 * (b - a)
+    order_of_sum = [k for first in (1, 0) for k in range(first, 10, 2)]  # Gauss abscissae, then Kronrod
+    taus = [centre] + [centre + sign * half * _GK21_X[k] for k in order_of_sum for sign in (-1, 1)]
+    # the basis in float32 at the nodes (diffusers' integrand: float32 torch ops on a float64 tau)
+    tau = np.array(taus, dtype=np.float64).astype(np.float32)
+    prod = np.ones_like(tau)
     for k in range(order):
         if k != j:
-            poly = poly * np.poly1d([1.0, -nodes[k]]) / (nodes[j] - nodes[k])
-    integral = np.polyint(poly)
-    return float(integral(float(sigmas[i + 1])) - integral(float(sigmas[i])))
+            prod = prod * ((tau - nodes[k]) / (nodes[j] - nodes[k]))
+    f = prod.astype(np.float64)
+    total = _GK21_W[10] * f[0]
+    for n, k in enumerate(order_of_sum):
+        total += _GK21_W[k] * (f[1 + 2 * n] + f[2 + 2 * n])
+    return float(total * half)
 
 
 def sample_lms(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
                order: int = 4, generator: Optional[torch.Generator] = None, start: int = 0,
+               noised: Optional[bool] = None,
                blend: Blend = None) -> Steps:
     """Linear multistep in sigma (k-diffusion ``sample_lms``; diffusers ``LMSDiscreteScheduler``)."""
     if not isinstance(order, int) or order < 1:
         raise InputError(f"lms order must be a positive integer, got {order!r}")
     ts, sig, init = _sigma_plan(schedule, num_steps)
-    x = _start(x, start, len(ts), init)
+    x = _start(x, start, len(ts), init, noised)
     ds: list[torch.Tensor] = []
     for i in range(start, len(ts)):
         t, s = ts[i], sig[i]
@@ -228,10 +295,11 @@ def sample_lms(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_ste
 
 
 def sample_euler(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                 generator: Optional[torch.Generator] = None, start: int = 0, blend: Blend = None) -> Steps:
+                 generator: Optional[torch.Generator] = None, start: int = 0,
+                 noised: Optional[bool] = None, blend: Blend = None) -> Steps:
     """Euler's method on the probability-flow ODE (Karras et al. 2022, algorithm 2 without churn)."""
     ts, sig, init = _sigma_plan(schedule, num_steps)
-    x = _start(x, start, len(ts), init)
+    x = _start(x, start, len(ts), init, noised)
     for i in range(start, len(ts)):
         t, s = ts[i], sig[i]
         out = eps_fn(x / ((s ** 2 + 1) ** 0.5), t)
@@ -244,18 +312,19 @@ def sample_euler(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_s
 
 
 def sample_euler_ancestral(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                           generator: Optional[torch.Generator] = None, start: int = 0,
+                           generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None,
                            blend: Blend = None) -> Steps:
     """Euler ancestral (k-diffusion ``sample_euler_ancestral``): a deterministic step to sigma_down,
     then fresh noise of std sigma_up from ``generator``."""
+    if schedule.prediction_type == "sample":
+        raise InputError("euler_ancestral supports prediction_type epsilon and v_prediction, not 'sample' "
+                         "(nor does diffusers' EulerAncestralDiscreteScheduler)")
     ts, sig, init = _sigma_plan(schedule, num_steps)
-    x = _start(x, start, len(ts), init)
+    x = _start(x, start, len(ts), init, noised)
     for i in range(start, len(ts)):
         t, s, s_to = ts[i], sig[i], sig[i + 1]
         out = eps_fn(x / ((s ** 2 + 1) ** 0.5), t)
         xf = x.to(torch.float32)
-        if schedule.prediction_type == "sample":
-            raise InputError("euler_ancestral does not support prediction_type 'sample'")
         x0 = _x0_sigma(schedule, out, xf, s)
         up = (s_to ** 2 * (s ** 2 - s_to ** 2) / s ** 2) ** 0.5
         down = (s_to ** 2 - up ** 2) ** 0.5
@@ -275,12 +344,13 @@ def heun_timesteps(schedule: ScheduleConfig, num_steps: int) -> tuple[torch.Tens
 
 
 def sample_heun(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                generator: Optional[torch.Generator] = None, start: int = 0, blend: Blend = None) -> Steps:
+                generator: Optional[torch.Generator] = None, start: int = 0,
+                noised: Optional[bool] = None, blend: Blend = None) -> Steps:
     """Heun's second-order method (Karras et al. 2022, algorithm 1): an Euler step, then the average
     of the slopes at both ends; the last step (to sigma 0) is plain Euler. Yields after each model
     evaluation (2 * num_steps - 1 of them)."""
     ts, sig, init = heun_timesteps(schedule, num_steps)
-    x = _start(x, start, len(ts), init)
+    x = _start(x, start, len(ts), init, noised)
     if start % 2:
         raise InputError("heun can only start at an even index (the start of a step)")
     first = True
@@ -336,12 +406,12 @@ def _x0_vp(schedule: ScheduleConfig, out, x, s):
 
 
 def sample_dpmsolver_pp(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                        generator: Optional[torch.Generator] = None, start: int = 0,
+                        generator: Optional[torch.Generator] = None, start: int = 0, noised: Optional[bool] = None,
                         blend: Blend = None) -> Steps:
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", algorithm 2, midpoint form): data
     prediction, second order from the second step, first order on the last (final sigma 0)."""
     ts, sig = _multistep_plan(schedule, num_steps)
-    x = _start(x, start, len(ts), 1.0)
+    x = _start(x, start, len(ts), 1.0, noised)
     n = len(ts)
     hist: list[torch.Tensor] = []
     for i in range(start, n):
@@ -383,11 +453,12 @@ def _unipc_coeffs(order: int, h: torch.Tensor, rks: list[torch.Tensor]):
 
 
 def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
-                 generator: Optional[torch.Generator] = None, start: int = 0, blend: Blend = None) -> Steps:
+                 generator: Optional[torch.Generator] = None, start: int = 0,
+                 noised: Optional[bool] = None, blend: Blend = None) -> Steps:
     """UniPC-2 with the bh2 corrector (Zhao et al. 2023): a UniP predictor step, then on the next
     evaluation the UniC corrector refines the previous result with the new model output."""
     ts, sig = _multistep_plan(schedule, num_steps)
-    x = _start(x, start, len(ts), 1.0)
+    x = _start(x, start, len(ts), 1.0, noised)
     n, solver_order = len(ts), 2
     outs: list[torch.Tensor] = []
     last_x, last_order = None, 0
@@ -405,8 +476,8 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_s
                 rks.append(rk)
                 d1s.append((outs[-(k + 1)] - outs[-1]) / rk)
             h_phi_1, b_h, r_mat, b = _unipc_coeffs(last_order, h, rks)
-            rhos = torch.ones(1, dtype=last_x.dtype) * 0.5 if last_order == 1 else \
-                torch.linalg.solve(r_mat, b).to(last_x.dtype)
+            rhos = torch.full((1,), 0.5, dtype=last_x.dtype) if last_order == 1 else \
+                torch.linalg.solve(r_mat, b).to(last_x.dtype)  # (order,) on the CPU: indexed into 0-d scalars
             x_ = s_t / s_s0 * last_x - a_t * h_phi_1 * outs[-1]
             corr = sum(rhos[k] * d for k, d in enumerate(d1s)) if d1s else 0
             x = (x_ - a_t * b_h * (corr + rhos[-1] * (m_t - outs[-1]))).to(last_x.dtype)
@@ -423,7 +494,7 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_s
             d1s.append((outs[-(k + 1)] - outs[-1]) / rk)
         h_phi_1, b_h, _, _ = _unipc_coeffs(order, h, [])
         x_ = s_t / s_s0 * x - a_t * h_phi_1 * outs[-1]
-        pred = torch.ones(1, dtype=x.dtype) * 0.5 * d1s[0] if d1s else 0
+        pred = torch.full((1,), 0.5, dtype=x.dtype)[0] * d1s[0] if d1s else 0
         x = (x_ - a_t * b_h * pred).to(x.dtype)
         if blend is not None:
             x = blend(i, t, x)
@@ -432,23 +503,19 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_s
 
 # --- Registry -------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Sampler:
-    """A registered sampler: its function, a one-line description, and whether it draws noise."""
+class Sampler(NamedTuple):
+    """A registered sampler: ``(fn, description)``; ``fn`` is one of the ``sample_*`` functions."""
 
     fn: Callable[..., Steps]
     description: str
-    stochastic: bool = False
 
 
 SAMPLERS: dict[str, Sampler] = {
-    "ddim": Sampler(sample_ddim, "DDIM (Song et al. 2021); deterministic at eta=0, diffusers' default for AudioLDM",
-                    stochastic=True),
+    "ddim": Sampler(sample_ddim, "DDIM (Song et al. 2021); deterministic at eta=0, diffusers' default for AudioLDM"),
     "pndm": Sampler(sample_pndm, "PLMS/PNDM (Liu et al. 2022), 4th-order linear multistep on eps"),
     "lms": Sampler(sample_lms, "linear multistep in sigma, order 4 (k-diffusion / LMSDiscrete)"),
     "euler": Sampler(sample_euler, "Euler on the probability-flow ODE (Karras et al. 2022)"),
-    "euler_ancestral": Sampler(sample_euler_ancestral, "Euler ancestral: Euler step plus fresh noise (stochastic)",
-                               stochastic=True),
+    "euler_ancestral": Sampler(sample_euler_ancestral, "Euler ancestral: Euler step plus fresh noise (stochastic)"),
     "heun": Sampler(sample_heun, "Heun 2nd order (Karras et al. 2022); two model calls per step"),
     "dpmsolver++": Sampler(sample_dpmsolver_pp, "DPM-Solver++(2M) multistep (Lu et al. 2022)"),
     "unipc": Sampler(sample_unipc, "UniPC-2 predictor-corrector, bh2 (Zhao et al. 2023)"),
@@ -496,11 +563,17 @@ def start_for_strength(name: str, num_steps: int, strength: float) -> int:
 def noise_to_start(name: str, schedule: ScheduleConfig, num_steps: int, x0: torch.Tensor,
                    noise: torch.Tensor, start: int) -> torch.Tensor:
     """Noise a clean latent ``x0`` to the level the sampler expects at timestep index ``start``
-    (each diffusers scheduler's ``add_noise`` at that timestep)."""
+    (each diffusers scheduler's ``add_noise`` at ``timesteps[start]``, with ``set_begin_index``).
+
+    x0, noise: (B, C, T, F) -> (B, C, T, F) in x0's dtype; pass the result to the sampler as ``x``
+    with the same ``start`` (it is then used as it is, without ``init_noise_sigma``).
+    """
+    n_evals = len(timesteps_for(name, schedule, num_steps))
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n_evals:
+        raise InputError(f"start must be an integer in [0, {n_evals - 1}] for {name} with {num_steps} steps, "
+                         f"got {start!r}")
     if name in ("ddim", "pndm"):
-        t = int(timesteps_for(name, schedule, num_steps)[start])
-        a = alphas_cumprod(schedule)[t].to(x0.dtype)
-        return a ** 0.5 * x0 + (1 - a) ** 0.5 * noise
+        return add_noise(schedule, x0, noise, int(timesteps_for(name, schedule, num_steps)[start]))
     if name in ("dpmsolver++", "unipc"):
         _, sig = _multistep_plan(schedule, num_steps)
         a, s = _alpha_sigma(sig[start])
@@ -519,6 +592,7 @@ def run(steps: Steps) -> torch.Tensor:
     return x
 
 
-__all__ = ["SAMPLERS", "get_sampler", "describe", "timesteps_for", "start_for_strength", "noise_to_start", "run",
-           "sample_ddim", "sample_pndm", "sample_lms", "sample_euler", "sample_euler_ancestral", "sample_heun",
-           "sample_dpmsolver_pp", "sample_unipc", "lms_coefficient"]
+__all__ = ["SAMPLERS", "Sampler", "describe", "evals_per_step", "get_sampler", "heun_timesteps", "lms_coefficient",
+           "noise_to_start", "pndm_timesteps", "run", "sample_ddim", "sample_dpmsolver_pp", "sample_euler",
+           "sample_euler_ancestral", "sample_heun", "sample_lms", "sample_pndm", "sample_unipc", "start_for_strength",
+           "timesteps_for"]

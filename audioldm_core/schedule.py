@@ -67,10 +67,13 @@ def spaced_timesteps(cfg: ScheduleConfig, n: int, default: str, *, extra: int = 
     """Decreasing timesteps for ``n`` steps, as the diffusers schedulers space them.
 
     linspace: ``round(linspace(0, N-1, n))``; leading: ``arange(n) * (N // n) + steps_offset``;
-    trailing: ``round(arange(N, 0, -N/n)) - 1`` (Lin et al. 2023, "Common diffusion noise schedules
-    and sample steps are flawed", table 2). ``extra=1`` gives the multistep solvers' variant (DPM-Solver,
-    UniPC): ``n + 1`` points, the last (0) dropped. ``dtype`` float32 keeps linspace unrounded, as
-    the sigma-based schedulers do. Raises :class:`InputError` if a timestep falls outside [0, N).
+    trailing: ``round(arange(N, 0, -N/n))[:n] - 1`` (Lin et al. 2023, "Common diffusion noise
+    schedules and sample steps are flawed", table 2; the ``[:n]`` is ours, see the code).
+    ``extra=1`` gives the multistep solvers' variant (DPM-Solver, UniPC): ``n + 1`` points, the last
+    (0) dropped. ``dtype`` float32 keeps linspace unrounded, as the sigma-based schedulers do.
+    Returns (n,) ``dtype``. Raises :class:`InputError` for a bad ``n`` (see :func:`check_steps`), or
+    if a timestep falls outside [0, N) or repeats (possible only for n >= 999 of N = 1000: diffusers
+    would index past its tables or take a zero-length step).
     """
     n = check_steps(n, cfg)
     big = cfg.num_train_timesteps
@@ -88,8 +91,11 @@ def spaced_timesteps(cfg: ScheduleConfig, n: int, default: str, *, extra: int = 
         t = (t[:-1] if extra else t).copy().astype(dtype)
         t += cfg.steps_offset
     else:
+        # np.arange with a float step yields one element too many for some n (61, 103, 121, ...): its
+        # last value rounds to 0 and becomes t = -1. diffusers keeps that step (DDIM then reads
+        # alpha-bar[-1], the noisiest); we keep the n intended timesteps, equal to diffusers' first n.
         ratio = big / n
-        t = np.round(np.arange(big, 0, -ratio)).astype(dtype)
+        t = np.round(np.arange(big, 0, -ratio))[:n].astype(dtype)
         t -= 1
     if len(t) and (t.max() >= big or t.min() < 0):
         raise InputError(f"{n} steps with {mode} spacing and steps_offset={cfg.steps_offset} put a timestep at "
@@ -114,12 +120,23 @@ def interp_sigmas(cfg: ScheduleConfig, timesteps: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([s, [0.0]]).astype(np.float32))
 
 
-def add_noise(cfg: ScheduleConfig, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
-    """Forward diffusion q(x_t | x_0) = sqrt(a_t) x0 + sqrt(1 - a_t) noise (Ho et al. 2020, eq. 4),
-    with alpha-bar at integer timestep ``t``."""
-    if not 0 <= int(t) < cfg.num_train_timesteps:
+def add_noise(cfg: ScheduleConfig, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+    """Forward diffusion q(x_t | x_0) = sqrt(a_t) x0 + sqrt(1 - a_t) noise (Ho et al. 2020, eq. 4).
+
+    x0, noise: (B, ...) any float dtype/device; t: an integer timestep, or a (B,) integer tensor of
+    one timestep per batch item, in [0, num_train_timesteps) -> (B, ...) in x0's dtype. Alpha-bar is
+    cast to x0's dtype before the square roots, as diffusers' ``DDIMScheduler.add_noise`` does.
+    """
+    if x0.shape != noise.shape:
+        raise InputError(f"x0 {tuple(x0.shape)} and noise {tuple(noise.shape)} must have the same shape")
+    tt = torch.as_tensor(t)
+    if tt.is_floating_point() or tt.dtype == torch.bool or tt.ndim > 1 or \
+            (tt.ndim == 1 and tt.shape[0] != x0.shape[0]):
+        raise InputError(f"t must be an integer or a (B,) integer tensor with B={x0.shape[0]}, got {t!r}")
+    if tt.numel() and not (0 <= int(tt.min()) and int(tt.max()) < cfg.num_train_timesteps):
         raise InputError(f"timestep {t} outside [0, {cfg.num_train_timesteps - 1}]")
-    a = alphas_cumprod(cfg)[int(t)].to(device=x0.device, dtype=x0.dtype)
+    a = alphas_cumprod(cfg).to(dtype=x0.dtype)[tt.long()].to(x0.device)
+    a = a.reshape(a.shape + (1,) * (x0.ndim - a.ndim))
     return a ** 0.5 * x0 + (1 - a) ** 0.5 * noise
 
 

@@ -10,7 +10,7 @@ conv_out. One ``Level`` class serves both paths; its resampler is data.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -151,49 +151,174 @@ class VAE(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     @staticmethod
-    def sample(mean: torch.Tensor, logvar: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Reparameterised posterior sample ``mean + exp(logvar/2) * noise``; the noise is drawn on the
-        generator's device exactly as diffusers' ``DiagonalGaussianDistribution.sample`` draws it."""
-        gdev = generator.device if generator is not None else mean.device
-        noise = torch.randn(mean.shape, generator=generator, device=gdev, dtype=mean.dtype).to(mean.device)
+    def sample(mean: torch.Tensor, logvar: torch.Tensor,
+               generator: Union[torch.Generator, Sequence[torch.Generator], None] = None) -> torch.Tensor:
+        """Reparameterised posterior sample ``mean + exp(logvar/2) * noise``: mean, logvar (B, 8, t, 16)
+        -> (B, 8, t, 16), dtype of ``mean``.
+
+        The noise is drawn as diffusers' ``DiagonalGaussianDistribution.sample`` draws it
+        (``randn_tensor``): on the generator's device, then moved; a list of B generators draws one
+        batch item from each; a list of one acts as that generator. Same generator state -> same sample.
+        """
+        if mean.shape != logvar.shape:
+            raise InputError(f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} must have the same shape")
+        if isinstance(generator, (list, tuple)) and len(generator) == 1:
+            generator = generator[0]
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != mean.shape[0]:
+                raise InputError(f"got {len(generator)} generators for a batch of {mean.shape[0]}; pass one or B")
+            noise = torch.cat([torch.randn((1,) + tuple(mean.shape[1:]), generator=g, device=g.device,
+                                           dtype=mean.dtype).to(mean.device) for g in generator])
+        else:
+            gdev = generator.device if generator is not None else mean.device
+            noise = torch.randn(mean.shape, generator=generator, device=gdev, dtype=mean.dtype).to(mean.device)
         return mean + torch.exp(0.5 * logvar) * noise
 
-    def decode(self, z: torch.Tensor, chunk_frames: Optional[int] = None, overlap: int = 16) -> torch.Tensor:
-        """Unscaled latents z (B, 8, t, 16) -> mel (B, 1, 4t, 64).
+    def decode(self, z: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
+        """Unscaled latents z (B, 8, t, 16) -> mel (B, 1, 4t, 64), dtype of z.
 
-        chunk_frames: decode ``chunk_frames`` latent frames at a time (with ``overlap`` frames of
-        context on each side, cross-faded), bounding activation memory for long audio. This is an
-        approximation, not exact: the mid-block attention and every GroupNorm see only the chunk
-        (tests measure the difference). ``None`` decodes in one pass (memory still linear in length:
-        attention runs through scaled_dot_product_attention).
+        ``chunk_frames=None`` decodes in one pass. An int decodes the same function in time tiles of
+        ``chunk_frames`` latent frames (``4 * chunk_frames`` mel frames at the top level), for long audio:
+        every GroupNorm uses statistics of the whole length (accumulated tile by tile in float64, in a
+        pass of their own) and the mid-block attention attends over the whole length, and each tile
+        carries the convolutions' receptive-field margin, so the result equals the one-pass decode up to
+        float rounding, never an approximation (measured: relative error 1e-6 to 2e-6 in fp32, tiny and full
+        size, tests/test_vae.py). Memory: the largest stored tensors are two of the top level's
+        (B, 128, 4t, 64); the last upsampler's output, the largest tensor of a one-pass decode, is
+        recomputed per tile instead of stored (one extra upsampler convolution). Measured for 60 s at full
+        size (tiles of 64): peak RSS 1.1 GB vs 1.8 GB in one pass, including the weights.
         """
         self._check(z, self.cfg.latent_channels, "latents")
-        if chunk_frames is None or z.shape[2] <= chunk_frames:
+        if chunk_frames is None:
             return self.decoder(self.post_quant_conv(z))
-        if chunk_frames < 1 or overlap < 0:
-            raise InputError(f"chunk_frames must be >= 1 and overlap >= 0, got {chunk_frames}, {overlap}")
-        t, f = z.shape[2], self.factor
-        out = None
-        weight = None
-        start = 0
-        while start < t:
-            end = min(start + chunk_frames, t)
-            lo, hi = max(start - overlap, 0), min(end + overlap, t)
-            piece = self.decoder(self.post_quant_conv(z[:, :, lo:hi]))
-            if out is None:
-                out = piece.new_zeros(piece.shape[0], piece.shape[1], t * f, piece.shape[3])
-                weight = piece.new_zeros(1, 1, t * f, 1)
-            # triangular weights over the chunk's own frames plus its overlap, so neighbours cross-fade
-            n = (hi - lo) * f
-            ramp = torch.minimum(torch.arange(n, device=z.device) + 1.0,
-                                 torch.arange(n, 0, -1, device=z.device).to(torch.float32))
-            w = ramp.clamp(max=float(overlap * f + 1) if overlap else float(n)).to(piece.dtype).view(1, 1, n, 1)
-            out[:, :, lo * f:hi * f] += piece * w
-            weight[:, :, lo * f:hi * f] += w
-            start = end
-        return out / weight
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise InputError(f"chunk_frames must be None or an int >= 1 (latent frames per tile), got {chunk_frames!r}")
+        return _decode_tiled(self.decoder, self.post_quant_conv(z), chunk_frames)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """Round trip through the posterior mean: mel (B, 1, T, 64) -> mel (B, 1, T, 64)."""
         mean, _ = self.encode(mel)
         return self.decode(mean)
+
+
+# --- exact tiled decode ----------------------------------------------------------------------------
+# Every GroupNorm gets statistics of the whole length (one extra pass over its input, accumulated tile
+# by tile); every convolution runs on a tile plus its receptive-field margin and keeps only the rows
+# that margin makes exact. The mid-block attention runs once over the whole (small) latent grid.
+
+
+class _GroupStats:
+    """Per-(sample, group) mean and M2 over tiles, combined with Chan et al.'s parallel update in float64
+    (float32 where the device has no float64), so the result does not depend on the tiling."""
+
+    def __init__(self, batch: int, groups: int, device: torch.device):
+        self.groups = groups
+        self.acc = torch.float32 if device.type == "mps" else torch.float64
+        self.n = 0
+        self.mean = torch.zeros(batch, groups, dtype=self.acc, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+
+    def add(self, x: torch.Tensor) -> None:
+        """x: (B, C, h, W) rows of the normalised tensor, each row added once."""
+        g = x.reshape(x.shape[0], self.groups, -1).to(self.acc)
+        n_t = g.shape[-1]
+        mean_t = g.mean(-1)
+        m2_t = (g - mean_t[..., None]).square().sum(-1)
+        n = self.n + n_t
+        delta = mean_t - self.mean
+        self.mean = self.mean + delta * (n_t / n)
+        self.m2 = self.m2 + m2_t + delta.square() * (self.n * n_t / n)
+        self.n = n
+
+    def finish(self, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (mean, 1/sqrt(var + eps)), each (B, groups) float32; biased variance, as GroupNorm."""
+        return self.mean.float(), torch.rsqrt(self.m2 / self.n + eps).float()
+
+
+def _windows(x: torch.Tensor, rows_out: int, tile: int, scale: int, margin: int):
+    """Tiles of output rows [a, b) (``rows_out`` rows, ``scale`` output rows per row of x): yields
+    (a, b, window of x covering them plus ``margin`` rows of x each side, offset of row a in the
+    window's output)."""
+    for a in range(0, rows_out, tile):
+        b = min(a + tile, rows_out)
+        lo = max(a // scale - margin, 0)
+        hi = min(-(-b // scale) + margin, x.shape[2])
+        yield a, b, x[:, :, lo:hi], a - lo * scale
+
+
+def _stats(x: torch.Tensor, norm: nn.GroupNorm, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    acc = _GroupStats(x.shape[0], norm.num_groups, x.device)
+    for a in range(0, x.shape[2], tile):
+        acc.add(x[:, :, a:a + tile])
+    return acc.finish(norm.eps)
+
+
+def _norm_silu(x: torch.Tensor, norm: nn.GroupNorm, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+    """SiLU(GroupNorm(x)) with given statistics (B, groups); computed in float32, returned in x's dtype."""
+    b = x.shape[0]
+    y = (x.float().reshape(b, norm.num_groups, -1) - mean[..., None]) * rstd[..., None]
+    y = y.reshape(x.shape) * norm.weight.float()[:, None, None] + norm.bias.float()[:, None, None]
+    return F.silu(y).to(x.dtype)
+
+
+def _resnet_tiled(block: ResnetBlock, x: torch.Tensor, tile: int, up: Optional[Upsample] = None) -> torch.Tensor:
+    """``block(x)``, or ``block(up(x))`` without storing ``up(x)`` (recomputed per tile), in row tiles.
+    x: (B, C, H, W) -> (B, out, H, W) (2H, 2W with ``up``)."""
+    scale = 1 if up is None else 2
+    rows, cols = x.shape[2] * scale, x.shape[3] * scale
+    if up is None:
+        st1 = _stats(x, block.norm1, tile)
+    else:
+        acc = _GroupStats(x.shape[0], block.norm1.num_groups, x.device)
+        for a, b, w, o in _windows(x, rows, tile, 2, 1):
+            acc.add(up(w)[:, :, o:o + b - a])
+        st1 = acc.finish(block.norm1.eps)
+    out_ch = block.conv1.out_channels
+    h = x.new_empty(x.shape[0], out_ch, rows, cols)
+    if up is None and block.conv_shortcut is None:  # identity skip: add into x itself when no autograd
+        skip = x.clone() if torch.is_grad_enabled() else x
+    else:
+        skip = x.new_empty(x.shape[0], out_ch, rows, cols)
+    for a, b, w, o in _windows(x, rows, tile, scale, 1 if up is None else 2):
+        u = w if up is None else up(w)
+        h[:, :, a:b] = block.conv1(_norm_silu(u, block.norm1, *st1))[:, :, o:o + b - a]
+        if up is not None or block.conv_shortcut is not None:
+            u = u[:, :, o:o + b - a]
+            skip[:, :, a:b] = u if block.conv_shortcut is None else block.conv_shortcut(u)
+    st2 = _stats(h, block.norm2, tile)
+    for a, b, w, o in _windows(h, rows, tile, 1, 1):
+        skip[:, :, a:b] += block.conv2(_norm_silu(w, block.norm2, *st2))[:, :, o:o + b - a]
+    return skip
+
+
+def _upsample_tiled(up: Upsample, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """``up(x)`` in row tiles of the output. x: (B, C, H, W) -> (B, C, 2H, 2W)."""
+    out = x.new_empty(x.shape[0], up.conv.out_channels, 2 * x.shape[2], 2 * x.shape[3])
+    for a, b, w, o in _windows(x, out.shape[2], tile, 2, 1):
+        out[:, :, a:b] = up(w)[:, :, o:o + b - a]
+    return out
+
+
+def _decode_tiled(dec: Decoder, z: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``dec(z)`` in time tiles of ``chunk`` latent frames; z: (B, latent, t, f) after post_quant_conv."""
+    x = _resnet_tiled(dec.mid_block.resnets[0], dec.conv_in(z), chunk)
+    x = dec.mid_block.attentions[0](x)  # global: every position attends to the whole length
+    x = _resnet_tiled(dec.mid_block.resnets[1], x, chunk)
+    ups = [i for i, level in enumerate(dec.up_blocks) if hasattr(level, "upsamplers")]
+    res, pending = 1, None  # the last upsampler's output is the largest tensor: recompute, don't store
+    for i, level in enumerate(dec.up_blocks):
+        for j, block in enumerate(level.resnets):
+            x = _resnet_tiled(block, x, chunk * res, up=pending if j == 0 else None)
+            pending = None
+        for up in getattr(level, "upsamplers", ()):
+            res *= 2
+            if i == ups[-1] and i + 1 < len(dec.up_blocks):
+                pending = up
+            else:
+                x = _upsample_tiled(up, x, chunk * res)
+    tile = chunk * res
+    mean, rstd = _stats(x, dec.conv_norm_out, tile)
+    out = x.new_empty(x.shape[0], dec.conv_out.out_channels, x.shape[2], x.shape[3])
+    for a, b, w, o in _windows(x, x.shape[2], tile, 1, 1):
+        out[:, :, a:b] = dec.conv_out(_norm_silu(w, dec.conv_norm_out, mean, rstd))[:, :, o:o + b - a]
+    return out

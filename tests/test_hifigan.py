@@ -31,12 +31,17 @@ def _pair(folder):
     return ours, ref, cfg
 
 
-def _check(ours, ref, batch, frames, label):
+def _check(ours, ref, batch, frames, label, chunk=None):
     mel = torch.randn(batch, frames, 64, generator=torch.Generator().manual_seed(frames)) * 2 - 4
     with torch.no_grad():
         o, r = ours(mel), ref(mel)
+        tiled = ours(mel, chunk_frames=chunk) if chunk else None
     err, rel = rel_err(o, r)
     msg = f"{label} batch {batch} {frames} frames: max abs {err:.2e}, rel {rel:.2e}, peak {r.abs().max():.3f}"
+    if chunk:
+        terr, trel = rel_err(tiled, r)
+        msg += f"; in tiles of {chunk}: abs {terr:.2e} rel {trel:.2e}"
+        rel = max(rel, trel)
     print("\n" + msg)
     assert rel <= TOL, msg
 
@@ -56,29 +61,64 @@ def test_unbatched_input(cvssp_folder):
 
 
 def test_weight_norm_is_folded(cvssp_folder):
-    """A source with weight_g/weight_v (or parametrizations.weight.original0/1) converts to the same
-    weights as the plain one."""
-    ours, ref, cfg = _pair(cvssp_folder("tiny"))
-    state = {k: v.clone() for k, v in ref.state_dict().items()}
-    normed, j = {}, 0
-    for k, v in state.items():
-        if k.endswith(".weight") and v.ndim == 3:
-            g = v.norm(dim=(1, 2), keepdim=True)
-            prefix = k[: -len(".weight")]
+    """A source saved with weight norm still applied converts to the weights it stands for: torch's
+    ``parametrizations.weight.original0/1`` (what ``apply_weight_norm`` saves today) and the legacy
+    ``weight_g``/``weight_v`` pairs, with magnitudes that differ from ||v|| so the fold is exercised."""
+    _, ref, cfg = _pair(cvssp_folder("tiny"))
+    ref.apply_weight_norm()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("original0"):  # g: (out, 1, 1), or (in, 1, 1) for the transposed convs
+                p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g))
+    state = {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    assert sum(k.endswith("original0") for k in state) > 10, sorted(state)[:5]
+    legacy, j = {}, 0
+    for k, v in state.items():  # every second pair under the legacy names
+        if k.endswith((".parametrizations.weight.original0", ".parametrizations.weight.original1")):
             j += 1
-            if j % 2:
-                normed[prefix + ".weight_g"], normed[prefix + ".weight_v"] = g, v
-            else:
-                normed[prefix + ".parametrizations.weight.original0"] = g
-                normed[prefix + ".parametrizations.weight.original1"] = v
-        else:
-            normed[k] = v
-    a = remap(normed, cvssp_table("vocoder"), expected_shapes("vocoder", cfg), "vocoder")
-    for k, v in ours.state_dict().items():
-        assert torch.allclose(a[k], v, rtol=1e-6, atol=1e-7), k
-    lone = {k: v for k, v in normed.items() if not k.endswith(".weight_v")}
+            if (j + 1) // 2 % 2:
+                prefix = k.split(".parametrizations.")[0]
+                k = prefix + (".weight_g" if k.endswith("0") else ".weight_v")
+        legacy[k] = v
+    assert any(k.endswith(".weight_g") for k in legacy) and any(k.endswith("original0") for k in legacy)
+    mel = torch.randn(2, 40, 64, generator=g) * 2 - 4
+    with torch.no_grad():
+        r = ref(mel)
+    for label, src in (("parametrizations", state), ("mixed legacy/parametrizations", legacy)):
+        ours = load_state_strict(empty_component("vocoder", cfg),
+                                 remap(src, cvssp_table("vocoder"), expected_shapes("vocoder", cfg), "vocoder"),
+                                 "vocoder")
+        with torch.no_grad():
+            err, rel = rel_err(ours(mel), r)
+            for name, m in ref.named_modules():  # the folded weights are the ones weight norm computes
+                if hasattr(m, "parametrizations"):
+                    assert rel_err(ours.get_parameter(name + ".weight"), m.weight)[1] <= 1e-6, name
+        print(f"\nweight-normed source ({label}) vs SpeechT5HifiGan with weight norm: abs {err:.2e} rel {rel:.2e}")
+        assert rel <= TOL, (label, err, rel)
+    lone = {k: v for k, v in legacy.items() if not k.endswith(".weight_v")}
     with pytest.raises(CheckpointError, match="weight_g"):
         remap(lone, cvssp_table("vocoder"), expected_shapes("vocoder", cfg), "vocoder")
+
+
+@pytest.mark.parametrize("frames,chunk", [(60, 1), (150, 17), (300, 64), (40, 100)])
+def test_chunked_vocoding_is_exact(cvssp_folder, frames, chunk):
+    """Tiles with the full receptive-field margin give the one-pass waveform up to float rounding; half
+    the margin does not (so the test can tell)."""
+    ours, ref, _ = _pair(cvssp_folder("tiny"))
+    mel = torch.randn(2, frames, 64, generator=torch.Generator().manual_seed(frames)) * 2 - 4
+    with torch.no_grad():
+        full, tiled, r = ours(mel), ours(mel, chunk_frames=chunk), ref(mel)
+        margin = ours.margin
+        ours.margin = margin // 2
+        short = ours(mel, chunk_frames=chunk)
+        ours.margin = margin
+    (a, rel), (_, rel_ref), (_, rel_short) = rel_err(tiled, full), rel_err(tiled, r), rel_err(short, full)
+    msg = (f"tiny vocoder, {frames} frames in tiles of {chunk} (margin {margin}): "
+           f"vs one pass abs {a:.2e} rel {rel:.2e}, vs SpeechT5HifiGan rel {rel_ref:.2e}; with half the margin rel {rel_short:.2e}")
+    print("\n" + msg)
+    assert rel <= TOL and rel_ref <= TOL, msg
+    assert chunk >= frames or rel_short > 100 * max(rel, 1e-7), msg
 
 
 @pytest.mark.parametrize("bad,match", [(torch.zeros(1, 10, 80), "64"), (torch.zeros(2, 1, 10, 64), "64"),
@@ -87,12 +127,15 @@ def test_bad_input(cvssp_folder, bad, match):
     ours, _, _ = _pair(cvssp_folder("tiny"))
     with pytest.raises(InputError, match=match):
         ours(bad)
+    for chunk in (0, 1.5, True):
+        with pytest.raises(InputError, match="chunk_frames"):
+            ours(torch.zeros(1, 10, 64), chunk_frames=chunk)
 
 
 @pytest.mark.fullsize
 def test_full_size_parity(cvssp_folder):
     ours, ref, _ = _pair(cvssp_folder("s-full-v2"))
     for batch, frames in [(1, 100), (3, 100), (1, 1024), (3, 1024)]:
-        _check(ours, ref, batch, frames, "full size")
+        _check(ours, ref, batch, frames, "full size", chunk=256 if (batch, frames) == (1, 1024) else None)
     del ours, ref
     gc.collect()
