@@ -22,11 +22,13 @@ are checked, and any mismatch raises :class:`CheckpointError` naming the keys.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -74,10 +76,31 @@ def build_component(name: str, config: AudioLDMConfig, *, device: Any = "cpu",
     return cls(getattr(config, name)).to(device=device, dtype=dtype)
 
 
+_INIT_FUNCTIONS = ("uniform_", "normal_", "ones_", "zeros_", "constant_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "trunc_normal_")
+_INIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _skipped_init():
+    """Within this block ``torch.nn.init``'s fill functions return their tensor untouched, so building a
+    module on the meta device costs only its Python construction (the weights come from a checkpoint
+    anyway). Process-wide while active; a lock keeps concurrent loads from interleaving."""
+    with _INIT_LOCK:
+        saved = {n: getattr(nn.init, n) for n in _INIT_FUNCTIONS}
+        try:
+            for n in _INIT_FUNCTIONS:
+                setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+            yield
+        finally:
+            for n, f in saved.items():
+                setattr(nn.init, n, f)
+
+
 def empty_component(name: str, config: AudioLDMConfig) -> nn.Module:
     """A component on the ``meta`` device: shapes only, no memory, no init cost."""
     cls = component_class(name)
-    with torch.device("meta"):
+    with torch.device("meta"), _skipped_init():
         return cls(getattr(config, name))
 
 
@@ -240,11 +263,12 @@ def safetensors_header(path: PathLike) -> dict[str, Any]:
         raw = f.read(n)
 
     def no_duplicates(pairs):
-        keys = [k for k, _ in pairs]
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        if dup:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen: set = set()
+            dup = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
             raise CheckpointError(f"{path} is not a readable safetensors file: duplicate header keys {name_list(dup)}")
-        return dict(pairs)
+        return out
 
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
@@ -282,6 +306,11 @@ def read_info(path: PathLike) -> CheckpointInfo:
     with _open(path) as f:
         meta = f.metadata() or {}
         keys = tuple(f.keys())
+    return _info_from(path, meta, keys)
+
+
+def _info_from(path: Path, meta: Mapping[str, str], keys: tuple[str, ...]) -> CheckpointInfo:
+    """Validate a checkpoint's metadata and tensor names (see :func:`read_info`)."""
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an audioldm-core checkpoint (metadata format="
                               f"{meta.get('format')!r}); convert a cvssp folder with audioldm-convert")
@@ -308,16 +337,45 @@ def read_component_state(path: PathLike, name: str) -> dict[str, torch.Tensor]:
     """One component's tensors from a checkpoint file, under our names (prefix removed)."""
     check_component(name)
     path = Path(path)
-    prefix = f"{name}."
-    state = {}
     with _open(path) as f:
-        for key in f.keys():
-            if key.startswith(prefix):
-                try:
-                    state[key[len(prefix):]] = f.get_tensor(key)
-                except Exception as e:
-                    raise CheckpointError(f"{path}: tensor {key} cannot be read: {e}") from None
-    return state
+        return _states_from(f, path, [name])[name]
+
+
+def _states_from(f, path: Path, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """Tensors of the components ``names`` from an open ``safe_open`` handle, each under our names.
+
+    safetensors maps the file (copy-on-write) instead of reading it: a tensor's pages become resident
+    when first used, so weights a run never touches (the VAE encoder in text-to-audio, the unused rows
+    of the word embedding) cost no memory."""
+    states: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
+    for key in f.keys():
+        comp, _, rest = key.partition(".")
+        if comp in states:
+            try:
+                states[comp][rest] = f.get_tensor(key)
+            except Exception as e:
+                raise CheckpointError(f"{path}: tensor {key} cannot be read: {e}") from None
+    return states
+
+
+def load_components(path: PathLike, names=None, *, device: Any = "cpu", dtype: Any = torch.float32
+                    ) -> tuple[CheckpointInfo, dict[str, nn.Module]]:
+    """Read a checkpoint's header once and load several components from it (default: all four).
+
+    dtype: one dtype for all, or a callable ``component name -> dtype``. Returns (info, {name: module}),
+    each module strict-loaded as :func:`load_component` does.
+    """
+    path = Path(path)
+    names = list(COMPONENTS if names is None else names)
+    for n in names:
+        check_component(n)
+    with _open(path) as f:
+        info = _info_from(path, f.metadata() or {}, tuple(f.keys()))
+        states = _states_from(f, path, names)
+    modules = {n: load_state_strict(empty_component(n, info.config), states.pop(n), n, device=device,
+                                    dtype=dtype(n) if callable(dtype) else dtype)
+               for n in names}
+    return info, modules
 
 
 def load_component(path: PathLike, name: str, *, device: Any = "cpu",

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (COMPONENTS, build_component, empty_component, load_component, load_state_strict,
-                         read_info)
+from .checkpoint import COMPONENTS, build_component, empty_component, load_components, load_state_strict
 from .config import AudioLDMConfig, builtin_config
 from .errors import InputError, NumericalError
 
@@ -132,9 +131,7 @@ class AudioLDM:
             return cls._tiny(device, dtype)
         path = Path(source).expanduser()
         if path.is_file():
-            info = read_info(path)
-            modules = {c: load_component(path, c, device=device, dtype=component_dtype(c, dtype), info=info)
-                       for c in COMPONENTS}
+            info, modules = load_components(path, device=device, dtype=lambda c: component_dtype(c, dtype))
             tok = _tokenizer_from_dict(info.tokenizer, info.config.model_max_length)
             src = {"kind": "file", "path": str(path.resolve()), "origin": info.source}
             return cls(info.config, tok, source=src, **modules)
