@@ -1,9 +1,14 @@
-"""``audioldm-convert SRC OUT.safetensors``: convert a cvssp folder or Hub repo into our format.
+"""``audioldm-convert SRC OUT.safetensors``: convert any published form of AudioLDM into our format.
 
-SRC is a local cvssp-layout folder (``model_index.json``, ``text_encoder/``, ``unet/``, ...) or a
-Hugging Face repo id such as ``cvssp/audioldm-s-full-v2`` (downloaded and cached by huggingface_hub;
-with ``HF_HUB_OFFLINE=1`` only the local cache is used). Errors print one line and exit 2; no
-partial output file is ever left behind.
+SRC is one of (:func:`convert.core.source_kind`):
+
+* a local cvssp-layout folder (``model_index.json``, ``text_encoder/``, ``unet/``, ...) or a Hugging
+  Face repo id such as ``cvssp/audioldm-s-full-v2`` (downloaded and cached by huggingface_hub; with
+  ``HF_HUB_OFFLINE=1`` only the local cache is used);
+* an original AudioLDM release checkpoint, ``audioldm-*.ckpt`` (needs ``--tokenizer``);
+* a ppdiffusers (PaddlePaddle) folder with ``*/model_state.pdparams``.
+
+Errors print one line and exit 2; no partial output file is ever left behind.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``audioldm-convert`` (also used by ``python -m convert``)."""
     p = argparse.ArgumentParser(
         prog="audioldm-convert",
-        description="Convert a cvssp-layout AudioLDM model (local folder or Hugging Face repo id) "
-                    "into one self-contained audioldm-core .safetensors file.")
-    p.add_argument("source", nargs="?", help="cvssp-layout folder, or Hub repo id (e.g. cvssp/audioldm-s-full-v2)")
+        description="Convert an AudioLDM model (cvssp folder or Hugging Face repo id, original .ckpt, or "
+                    "ppdiffusers/Paddle folder) into one self-contained audioldm-core .safetensors file.")
+    p.add_argument("source", nargs="?",
+                   help="cvssp-layout folder, Hub repo id (e.g. cvssp/audioldm-s-full-v2), original release "
+                        "checkpoint (audioldm-s-full.ckpt), or ppdiffusers folder (*/model_state.pdparams)")
     p.add_argument("out", nargs="?", help="output file, e.g. audioldm-s-full-v2.safetensors (its folder must exist)")
     p.add_argument("--verify", metavar="FILE", default=None,
                    help="instead of converting, re-check a converted file (metadata, tensor table, "
@@ -32,6 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the *.fp16.* weight files instead of the fp32 ones")
     p.add_argument("--dtype", choices=list(FLOAT_DTYPES), default="float32",
                    help="floating dtype of the tensors written (default float32)")
+    orig = p.add_argument_group("original .ckpt sources")
+    orig.add_argument("--tokenizer", metavar="DIR|REPO", default=None,
+                      help="required for a .ckpt (the release files carry no tokenizer): a folder with "
+                           "roberta-base's vocab.json + merges.txt, a cvssp folder, or a Hub repo id whose "
+                           "tokenizer/ is fetched (e.g. cvssp/audioldm-s-full-v2)")
+    orig.add_argument("--model-name", default=None, metavar="NAME",
+                      help="s-full, s-full-v2, m-full, l-full, s-text-ft or m-text-ft; default: from the file "
+                           "name, else from the UNet width (decides the original's attention head size)")
+    orig.add_argument("--compat", choices=["original", "diffusers"], default=None,
+                      help="original (default): reproduce the original code (channels/32 heads, /64 for "
+                           "l-full; CLAP LayerNorm eps 1e-5); diffusers: the config the cvssp repos have "
+                           "(8 heads, eps 1e-12)")
+    orig.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
+                      help="take the trained UNet weights instead of the EMA copy (model_ema.*, the default "
+                           "when present, as the original samples and the cvssp repos were converted)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -82,7 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         summary = convert_to_file(args.source, args.out, revision=args.revision, variant=args.variant,
-                                  dtype=args.dtype, progress=progress)
+                                  dtype=args.dtype, progress=progress, tokenizer=args.tokenizer,
+                                  model_name=args.model_name, compat=args.compat, use_ema=args.use_ema)
     except AudioLDMError as e:
         if bar is not None:
             bar.close()

@@ -1,8 +1,15 @@
-"""Convert a cvssp-layout model (local folder or Hub repo id) into our checkpoint format.
+"""Convert an AudioLDM model from any of its published forms into our checkpoint format.
+
+Three kinds of source (:func:`source_kind`):
+
+* ``cvssp``: a diffusers-layout folder or Hub repo id (``cvssp/audioldm-s-full-v2``): this module;
+* ``original``: a release ``.ckpt`` of the original AudioLDM code: :mod:`convert.original`;
+* ``paddle``: a ppdiffusers folder with ``*/model_state.pdparams``: :mod:`convert.paddle`.
 
 The same code serves the ``audioldm-convert`` CLI (writes a file) and
-``AudioLDM.from_pretrained(folder)`` (converts in memory): :func:`convert_source` returns a
-:class:`Converted` bundle, :func:`convert_to_file` writes it atomically.
+``AudioLDM.from_pretrained(folder)`` (converts in memory): :func:`convert_any` (and
+:func:`convert_source` for folders and repo ids) returns a :class:`Converted` bundle,
+:func:`convert_to_file` writes it atomically.
 """
 
 from __future__ import annotations
@@ -145,7 +152,8 @@ def resolve_source(source: str, revision: Optional[str] = None,
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise SourceNotFoundError(f"{source} is a file, not a cvssp-layout folder")
+            raise SourceNotFoundError(f"{source} is a file, not a cvssp-layout folder (an original AudioLDM .ckpt "
+                                      f"is converted by convert_any / audioldm-convert)")
         return path, {"kind": "folder", "path": str(path.resolve())}
     if not _REPO_ID.match(source):
         raise SourceNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id "
@@ -153,19 +161,23 @@ def resolve_source(source: str, revision: Optional[str] = None,
     return download_repo(source, revision, variant)
 
 
-def download_repo(repo_id: str, revision: Optional[str] = None,
-                  variant: Optional[str] = None) -> tuple[Path, dict[str, Any]]:
-    """Fetch (or find in the local cache) the files of a cvssp repo on the Hugging Face Hub."""
+def download_repo(repo_id: str, revision: Optional[str] = None, variant: Optional[str] = None,
+                  patterns: Optional[list[str]] = None) -> tuple[Path, dict[str, Any]]:
+    """Fetch (or find in the local cache) the files of a cvssp repo on the Hugging Face Hub.
+
+    patterns: only these files (default: the configs, tokenizer and weight files a conversion reads).
+    """
     import huggingface_hub
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
-    patterns = list(HUB_PATTERNS)
-    for comp, sub in COMPONENT_DIRS.items():
-        patterns += [f"{sub}/{n}" for n in weight_file_names(comp, None)]
-        if variant:
-            patterns += [f"{sub}/{n}" for n in weight_file_names(comp, variant)]
+    if patterns is None:
+        patterns = list(HUB_PATTERNS)
+        for comp, sub in COMPONENT_DIRS.items():
+            patterns += [f"{sub}/{n}" for n in weight_file_names(comp, None)]
+            if variant:
+                patterns += [f"{sub}/{n}" for n in weight_file_names(comp, variant)]
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
     except LocalEntryNotFoundError:
@@ -212,7 +224,8 @@ class Converted:
 
 def convert_source(source: str, *, revision: Optional[str] = None, variant: Optional[str] = None,
                    hash_files: bool = True, progress: Optional[Callable[[str], None]] = None) -> Converted:
-    """Convert a cvssp folder or Hub repo id in memory (nothing is written).
+    """Convert a cvssp folder or Hub repo id in memory (nothing is written). A ppdiffusers folder
+    (:func:`is_paddle_folder`) is handed to :func:`convert.paddle.convert_paddle_folder`.
 
     variant: ``"fp16"`` to read the ``*.fp16.*`` weight files.
     hash_files: record each source weight file's SHA-256 in ``source["files"]``.
@@ -221,6 +234,12 @@ def convert_source(source: str, *, revision: Optional[str] = None, variant: Opti
     if variant not in VARIANTS:
         raise InputError(f"unknown variant {variant!r}; supported: fp16 (or none)")
     folder, info = resolve_source(str(source), revision, variant)
+    if info["kind"] == "folder" and is_paddle_folder(folder):
+        from convert.paddle import convert_paddle_folder
+
+        if variant:
+            raise InputError(f"{folder} is a ppdiffusers (Paddle) folder; --variant applies only to cvssp folders")
+        return convert_paddle_folder(folder, hash_files=hash_files, progress=progress)
     config = read_folder_config(folder, name=info.get("repo_id", folder.name))
     tokenizer = read_tokenizer(folder)
     tensors, stats, files = {}, {}, {}
@@ -241,15 +260,85 @@ def convert_source(source: str, *, revision: Optional[str] = None, variant: Opti
     return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=info, stats=stats)
 
 
+# Weight files only ppdiffusers / PaddleNLP write (their text encoder may also be model.safetensors,
+# which is a cvssp name too, so that one does not decide anything).
+PADDLE_WEIGHT_NAMES = ("model_state.pdparams", "diffusion_paddle_model.safetensors")
+ORIGINAL_SUFFIXES = (".ckpt",)
+SOURCE_KINDS = ("cvssp", "original", "paddle")
+# Options that apply only to an original .ckpt: keyword -> CLI flag.
+_ORIGINAL_OPTIONS = {"tokenizer": "--tokenizer", "model_name": "--model-name", "compat": "--compat",
+                     "use_ema": "--no-ema"}
+
+
+def is_paddle_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a ppdiffusers AudioLDM folder: some component folder holds a Paddle-only
+    weight file and the UNet folder holds no PyTorch weights (with both, the cvssp files are used)."""
+    folder = Path(folder)
+    paddle = any((folder / sub / n).is_file() for sub in COMPONENT_DIRS.values() for n in PADDLE_WEIGHT_NAMES)
+    torch_unet = any((folder / "unet" / n).is_file() for v in VARIANTS for n in weight_file_names("unet", v))
+    return paddle and not torch_unet
+
+
+def source_kind(source: str) -> str:
+    """``"original"`` for a ``.ckpt`` file, ``"paddle"`` for a ppdiffusers folder, else ``"cvssp"``
+    (a cvssp-layout folder or a Hub repo id). Any other file raises, naming what is accepted."""
+    path = Path(str(source)).expanduser()
+    if path.is_file():
+        if path.suffix.lower() in ORIGINAL_SUFFIXES:
+            return "original"
+        raise SourceNotFoundError(f"{source} is a file but not an original AudioLDM checkpoint (.ckpt); accepted "
+                                  f"sources: an original .ckpt, a cvssp-layout or ppdiffusers folder, a Hub repo id")
+    if path.is_dir() and is_paddle_folder(path):
+        return "paddle"
+    return "cvssp"
+
+
+def convert_any(source: str, *, revision: Optional[str] = None, variant: Optional[str] = None,
+                tokenizer: Any = None, model_name: Optional[str] = None, compat: Optional[str] = None,
+                use_ema: Optional[bool] = None, hash_files: bool = True,
+                progress: Optional[Callable[[str], None]] = None) -> Converted:
+    """Convert any supported source in memory (see :func:`source_kind`).
+
+    revision, variant: cvssp sources only (see :func:`convert_source`).
+    tokenizer, model_name, compat, use_ema: original ``.ckpt`` only (see
+    :func:`convert.original.convert_original`; ``compat`` defaults to ``"original"``).
+    An option given for a kind it does not apply to raises :class:`InputError`.
+    """
+    kind = source_kind(source)
+    if kind == "original":
+        from convert.original import convert_original
+
+        wrong = [flag for flag, v in (("--revision", revision), ("--variant", variant)) if v is not None]
+        if wrong:
+            raise InputError(f"{' and '.join(wrong)} apply to Hub repos and cvssp folders, not to an original "
+                             f".ckpt ({source})")
+        return convert_original(source, model_name=model_name, tokenizer_dir=tokenizer,
+                                compat=compat or "original", use_ema=use_ema, hash_files=hash_files,
+                                progress=progress)
+    given = {"tokenizer": tokenizer, "model_name": model_name, "compat": compat, "use_ema": use_ema}
+    wrong = [_ORIGINAL_OPTIONS[k] for k, v in given.items() if v is not None]
+    if wrong:
+        raise InputError(f"{', '.join(wrong)} apply only to an original .ckpt source; {source} is a "
+                         f"{'ppdiffusers folder' if kind == 'paddle' else 'cvssp folder or Hub repo id'} "
+                         f"(its config and tokenizer are read from it)")
+    if kind == "paddle" and revision is not None:
+        raise InputError(f"--revision applies to Hub repos; {source} is a local ppdiffusers folder")
+    return convert_source(source, revision=revision, variant=variant, hash_files=hash_files, progress=progress)
+
+
 def convert_to_file(source: str, out: os.PathLike, *, revision: Optional[str] = None,
                     variant: Optional[str] = None, dtype: str = "float32",
-                    progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
-    """Convert ``source`` and write our checkpoint to ``out`` atomically; return a summary dict."""
+                    progress: Optional[Callable[[str], None]] = None, **options: Any) -> dict[str, Any]:
+    """Convert ``source`` (any kind, see :func:`convert_any`; ``options`` are its original-.ckpt
+    keywords) and write our checkpoint to ``out`` atomically; return a summary dict."""
     if dtype not in FLOAT_DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}")
+    unknown = sorted(set(options) - set(_ORIGINAL_OPTIONS))
+    if unknown:
+        raise TypeError(f"convert_to_file() got unexpected keyword argument(s): {', '.join(unknown)}")
     out = check_output_path(out)
     start = time.perf_counter()
-    conv = convert_source(source, revision=revision, variant=variant, progress=progress)
+    conv = convert_any(source, revision=revision, variant=variant, progress=progress, **options)
     save_checkpoint(out, conv.tensors, conv.config, conv.tokenizer, conv.source, dtype=FLOAT_DTYPES[dtype])
     return {"out": str(out), "source": conv.source, "components": conv.stats, "dtype": dtype,
             "bytes": out.stat().st_size, "seconds": time.perf_counter() - start}

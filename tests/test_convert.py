@@ -270,3 +270,22 @@ def test_hub_cache_blob_hashes_are_verified(cvssp_folder, tmp_path):
     r = subprocess.run(cmd[:-2] + [str(out2), "--quiet"], capture_output=True, text=True, cwd=REPO, env=env)
     assert r.returncode == 2 and "does not match the hash the Hub recorded" in r.stderr
     assert not out2.exists()
+
+
+def test_source_kinds_and_misplaced_options(cvssp_folder, tmp_path, capsys):
+    """A file that is not a .ckpt names the accepted sources; .ckpt-only options on a cvssp source refuse."""
+    from convert.core import source_kind
+
+    src = cvssp_folder("tiny")
+    assert source_kind(str(src)) == "cvssp" and source_kind("cvssp/audioldm-s-full-v2") == "cvssp"
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"x")
+    out = tmp_path / "o.safetensors"
+    assert convert_main([str(other), str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not an original AudioLDM checkpoint (.ckpt)" in err and "ppdiffusers folder" in err
+    for extra in (["--tokenizer", str(src)], ["--model-name", "s-full"], ["--compat", "diffusers"], ["--no-ema"]):
+        assert convert_main([str(src), str(out), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and extra[0] in err and "apply only to an original .ckpt" in err
+    assert not out.exists()
