@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="audio format (default: from the file extension, else wav)")
     common.add_argument("--threads", type=_positive_int, default=None,
                         help="CPU threads for torch (default: torch's default, all physical cores)")
+    common.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet (one-time cost of a minute or more on CPU; pays off only "
+                             "for many steps or a long batch; see README 'Speed')")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     g = sub.add_parser("generate", parents=[common], help="generate audio from a prompt, or from a file of prompts",
@@ -154,7 +157,8 @@ def _load(args) -> Any:
               file=sys.stderr)
     t0 = time.perf_counter()
     try:
-        pipe = AudioLDM.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+        pipe = AudioLDM.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
+                                        compile=args.compile)
     except SourceNotFoundError as e:
         raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
     return pipe, time.perf_counter() - t0

@@ -1,0 +1,119 @@
+"""The speed paths (issue #8) compute the same function as the plain ones.
+
+- ``Upsample``'s folded transposed convolution equals nearest 2x + 3x3 conv (values and gradients),
+  falls back where it must (odd target sizes, small grids), and its kernel cache follows weight
+  changes (in-place edits, dtype casts).
+- ``load_components`` (one header parse for all components) loads what ``load_component`` loads.
+- ``AudioLDM.compile()`` keeps the UNet module and its state dict and matches eager.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from audioldm_core.checkpoint import COMPONENTS, load_component, load_components
+from audioldm_core.layers import Upsample, fold_upsample_kernel
+from conftest import rel_err
+
+
+def _plain(up: Upsample, x: torch.Tensor, size=None) -> torch.Tensor:
+    u = F.interpolate(x, scale_factor=2.0, mode="nearest") if size is None else F.interpolate(x, size=size)
+    return up.conv(u)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 8, 8), (2, 16, 16, 4), (3, 8, 33, 5), (1, 32, 64, 16)])
+def test_folded_upsample_equals_nearest_then_conv(shape):
+    torch.manual_seed(0)
+    up = Upsample(shape[1]).eval()
+    x = torch.randn(shape, dtype=torch.float64)
+    up.double()
+    with torch.no_grad():
+        folded = F.conv_transpose2d(x, up.folded_weight(), up.conv.bias, stride=2, padding=1)
+        err, rel = rel_err(folded, _plain(up, x))
+    assert rel < 1e-13, f"float64 fold vs plain, {shape}: max abs {err:.2e}, rel {rel:.2e}"
+    up.float()
+    x = x.float()
+    with torch.no_grad():
+        err, rel = rel_err(up(x), _plain(up, x))
+    print(f"\nfp32 Upsample {shape}: max abs {err:.2e}, rel {rel:.2e}")
+    assert rel < 1e-5, f"fp32 Upsample vs plain, {shape}: max abs {err:.2e}, rel {rel:.2e}"
+
+
+def test_upsample_size_argument_falls_back_when_not_2x():
+    torch.manual_seed(0)
+    up = Upsample(8).eval()
+    x = torch.randn(1, 8, 16, 8)  # 128 pixels: the fold would apply to an exact 2x
+    with torch.no_grad():
+        odd = up(x, size=(31, 16))  # the UNet's odd-length skip: nearest to 31, not 2x then crop
+        assert odd.shape == (1, 8, 31, 16)
+        assert torch.equal(odd, _plain(up, x, size=(31, 16)))
+        assert rel_err(up(x, size=(32, 16)), _plain(up, x))[1] < 1e-5
+
+
+def test_small_grids_keep_the_plain_path():
+    up = Upsample(4).eval()
+    x = torch.randn(1, 4, 4, 4)  # 16 pixels < FOLD_MIN_PIXELS
+    with torch.no_grad():
+        assert torch.equal(up(x), _plain(up, x))
+
+
+def test_fold_cache_follows_weight_edits_and_casts():
+    torch.manual_seed(0)
+    up = Upsample(8).eval().requires_grad_(False)
+    x = torch.randn(1, 8, 16, 8)
+    first = up(x)
+    with torch.no_grad():
+        up.conv.weight.mul_(-2.0)  # in place: same storage, new version counter
+    assert rel_err(up(x), _plain(up, x))[1] < 1e-5
+    assert not torch.allclose(up(x), first)
+    up.double()
+    assert up(x.double()).dtype == torch.float64
+    assert rel_err(up(x.double()), _plain(up, x.double()))[1] < 1e-12
+
+
+def test_fold_is_differentiable():
+    torch.manual_seed(0)
+    up = Upsample(4).double()
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: F.conv_transpose2d(x, fold_upsample_kernel(w), None, stride=2,
+                                                                   padding=1),
+                                    (x[:, :, :3, :3].detach().requires_grad_(), up.conv.weight))
+    up(x).square().sum().backward()
+    g_fold = (x.grad.clone(), up.conv.weight.grad.clone())
+    x.grad = None
+    up.conv.weight.grad = None
+    _plain(up, x).square().sum().backward()
+    assert rel_err(g_fold[0], x.grad)[1] < 1e-12 and rel_err(g_fold[1], up.conv.weight.grad)[1] < 1e-12
+
+
+def test_load_components_matches_load_component(converted_file):
+    path = converted_file("tiny")
+    info, modules = load_components(path)
+    assert set(modules) == set(COMPONENTS)
+    for comp in COMPONENTS:
+        one = load_component(path, comp).state_dict()
+        many = modules[comp].state_dict()
+        assert one.keys() == many.keys()
+        assert all(torch.equal(one[k], many[k]) for k in one), comp
+    _, half = load_components(path, ["unet"], dtype=lambda c: torch.float16)
+    assert set(half) == {"unet"} and next(half["unet"].parameters()).dtype == torch.float16
+
+
+def test_compile_keeps_module_and_matches_eager(converted_file):
+    from audioldm_core import AudioLDM
+
+    pipe = AudioLDM.from_pretrained(converted_file("tiny"))
+    unet = pipe.unet
+    keys = list(unet.state_dict())
+    x = torch.randn(2, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    emb = F.normalize(torch.randn(2, pipe.config.unet.class_embed_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+    with torch.no_grad():
+        eager = unet(x, torch.tensor([10, 900]), emb)
+        pipe.compile()
+        compiled = pipe.unet(x, torch.tensor([10, 900]), emb)
+    assert pipe.unet is unet and list(unet.state_dict()) == keys
+    err, rel = rel_err(compiled, eager)
+    print(f"\ncompiled vs eager UNet (tiny): max abs {err:.2e}, rel {rel:.2e}")
+    assert rel < 1e-5, f"compiled vs eager: max abs {err:.2e}, rel {rel:.2e}"
