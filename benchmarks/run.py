@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # full-size random-weight s-full-v2 (about 20-30 minutes)
     python benchmarks/run.py --quick    # the tiny model, seconds; CI runs this as a test
+    python benchmarks/run.py --compile  # also our UNet under torch.compile (one-time cost reported)
 
 It builds (or reuses) the random-weight cvssp folder in ``benchmarks/work/``, converts it, then
 measures both implementations alternating (warm-up first, then A B A B ...), same seed, fp32,
@@ -203,6 +204,27 @@ def run(args) -> dict:
         flops[label] = {impl: count_flops(fn) for impl, fn in fns.items()}  # ours skips the 512-token padding
         for impl in ("ours", "diffusers"):
             rows[label][impl]["gflops_per_s"] = flops[label][impl] / rows[label][impl]["median"] / 1e9
+    # floor: what the counted FLOPs of one generation would take at the measured matmul peak
+    floor = {}
+    for impl in ("ours", "diffusers"):
+        total = (flops["text encoding (prompt + negative)"][impl] + steps * flops["UNet step (batch 2)"][impl]
+                 + flops["VAE decode"][impl] + flops["vocoder"][impl])
+        floor[impl] = {"gflop": total / 1e9, "seconds_at_peak": total / 1e9 / peak}
+
+    compiled = None
+    if args.compile:  # opt-in torch.compile of our UNet: one-time cost, then per-step time vs eager diffusers
+        ours.compile()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ours.unet(lat2, t, emb2)
+        compile_s = time.perf_counter() - t0
+        rows["UNet step (ours compiled)"] = {k: summary(v) for k, v in alternate(
+            {"ours": stages["UNet step (batch 2)"]["ours"], "diffusers": stages["UNet step (batch 2)"]["diffusers"]},
+            max(repeats, 3)).items()}
+        with torch.no_grad():
+            cerr = float((ours.unet(lat2, t, emb2) - ref.unet(lat2, t, encoder_hidden_states=None,
+                                                              class_labels=emb2).sample).abs().max())
+        compiled = {"first_call_seconds": compile_s, "max_abs_diff_vs_diffusers": cerr}
     ours = ref = None  # free both models before the RSS child processes run
     gc.collect()
     rss = {impl: peak_rss(impl, ckpt if impl == "ours" else folder, lengths[0], steps, args.threads)
@@ -211,7 +233,8 @@ def run(args) -> dict:
         r["ratio"] = r["diffusers"]["median"] / r["ours"]["median"]
     return {"model": name, "threads": args.threads, "steps": steps, "guidance": 2.5, "repeats": repeats,
             "matmul_peak_gflops": peak, "rows": rows, "flops": flops, "max_abs_diff": diffs,
-            "peak_rss_mib": rss, "rss_ratio": rss["ours"] / rss["diffusers"],
+            "peak_rss_mib": rss, "rss_ratio": rss["ours"] / rss["diffusers"], "flop_floor": floor,
+            "compiled_unet": compiled,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
 
 
@@ -229,6 +252,13 @@ def print_table(res: dict) -> None:
     rss = res["peak_rss_mib"]
     print(f"{'peak RSS MiB (one generation)':38} {rss['ours']:22.0f} {rss['diffusers']:22.0f} "
           f"{rss['ours'] / rss['diffusers']:14.2f} (ours/diffusers)")
+    for impl, f in res["flop_floor"].items():
+        print(f"{impl}: {f['gflop']:.0f} GFLOP per {res['steps']}-step generation at the first length: "
+              f"{f['seconds_at_peak']:.2f} s at the matmul peak")
+    if res.get("compiled_unet"):
+        c = res["compiled_unet"]
+        print(f"torch.compile (ours, UNet): first call {c['first_call_seconds']:.1f} s (one-time), "
+              f"max abs diff vs diffusers {c['max_abs_diff_vs_diffusers']:.2e}")
     print("waveform max abs diff ours vs diffusers: " +
           ", ".join(f"{k:g} s: {v:.2e}" for k, v in res["max_abs_diff"].items()))
 
@@ -239,6 +269,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--compile", action="store_true",
+                   help="also time our UNet under torch.compile (reports the one-time compile cost)")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for the reference model and our file")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<model>.json)")
     p.add_argument("--rss-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
