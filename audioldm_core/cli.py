@@ -68,7 +68,7 @@ def _sampler(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``audioldm`` argument parser."""
-    from .pipeline import DEFAULT_MODEL
+    from .pipeline import COMPAT_MODES, DEFAULT_MODEL
 
     p = _Parser(prog="audioldm", description="AudioLDM text-to-audio (audioldm-core).")
     common = _Parser(add_help=False)
@@ -99,10 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", type=Path, default=None,
                    help="file with one prompt per line, or JSONL objects {\"prompt\": ..., \"seed\": ..., "
                         "\"seconds\": ..., \"steps\": ..., \"guidance\": ..., \"negative\": ..., \"sampler\": ..., "
-                        "\"n\": ...}; writes one file per prompt and manifest.jsonl, skipping existing outputs")
+                        "\"n\": ..., \"compat\": ...}; writes one file per prompt and manifest.jsonl, skipping "
+                        "existing outputs")
     g.add_argument("--seconds", type=_positive_float, default=5.12, help="audio length (default 5.12)")
     g.add_argument("-n", "--num-waveforms", type=_positive_int, default=1, dest="n",
                    help="waveforms per prompt (files are numbered)")
+    g.add_argument("--compat", choices=COMPAT_MODES, default="diffusers",
+                   help="sampling behaviour: diffusers (default) or original (the original AudioLDM code: DDIM "
+                        "eta 1.0, 10%% of prompts swapped for the empty prompt, latent clipping; see README "
+                        "'Differences')")
     g.add_argument("--allow-long", action="store_true",
                    help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
     t = sub.add_parser("transfer", parents=[common], help="text-guided style transfer of an audio file")
@@ -165,13 +170,14 @@ def _load(args) -> Any:
 
 
 def _generate_one(pipe, *, prompt: str, seed: int, seconds: float, steps: int, guidance: float,
-                  negative: Optional[str], sampler: str, n: int, progress: bool, allow_long: bool = False):
+                  negative: Optional[str], sampler: str, n: int, progress: bool, allow_long: bool = False,
+                  compat: str = "diffusers"):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = pipe(prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=guidance,
                negative_prompt=negative, num_waveforms_per_prompt=n, generator=gen, sampler=sampler,
-               progress=progress, allow_long=allow_long)
+               progress=progress, allow_long=allow_long, compat=compat)
     return out.audios
 
 
@@ -191,7 +197,7 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     audios = _generate_one(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
                            guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
-                           progress=not args.no_progress, allow_long=args.allow_long)
+                           progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat)
     gen_s = time.perf_counter() - t0
     for path, audio in zip(_numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
@@ -200,7 +206,7 @@ def cmd_generate(args) -> int:
     return 0
 
 
-_ITEM_KEYS = {"prompt", "seed", "seconds", "steps", "guidance", "negative", "sampler", "n", "output"}
+_ITEM_KEYS = {"prompt", "seed", "seconds", "steps", "guidance", "negative", "sampler", "n", "compat", "output"}
 
 
 def read_prompt_file(path: Path) -> list[dict[str, Any]]:
@@ -233,6 +239,7 @@ def read_prompt_file(path: Path) -> list[dict[str, Any]]:
 def _batch(args) -> int:
     from .audio import format_for, write_audio
     from .checkpoint import atomic_write  # noqa: F401 - manifest lines are appended, files are atomic
+    from .pipeline import COMPAT_MODES
 
     items = read_prompt_file(args.prompts)
     folder = Path(args.output or "out")
@@ -261,9 +268,13 @@ def _batch(args) -> int:
             "negative": item.get("negative", args.negative),
             "sampler": item.get("sampler", args.sampler),
             "n": int(item.get("n", args.n)),
+            "compat": item.get("compat", args.compat),
         }
         if settings["seconds"] <= 0 or settings["steps"] < 1 or settings["n"] < 1:
             raise InputError(f"{args.prompts}:{item['_line']}: seconds, steps and n must be positive")
+        if settings["compat"] not in COMPAT_MODES:
+            raise InputError(f"{args.prompts}:{item['_line']}: \"compat\" must be one of {', '.join(COMPAT_MODES)}, "
+                             f"got {settings['compat']!r}")
         name = item.get("output") or f"{i:04d}-{_slug(settings['prompt'])}.{fmt}"
         paths = _numbered(folder / name, settings["n"])
         rel = [p.name for p in paths]

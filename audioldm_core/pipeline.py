@@ -5,7 +5,8 @@ length rounding and trimming, guidance only when ``guidance_scale > 1``, the sam
 for the same CPU ``torch.Generator`` state), with three differences that do not change results:
 prompts are not padded to 512 tokens (the attention mask makes the embedding equal), the empty
 negative prompt's embedding is cached, and a string ``negative_prompt`` applies to every prompt of a
-list (diffusers raises there).
+list (diffusers raises there). ``compat="original"`` switches to the sampling behaviours of the
+original AudioLDM code instead (see :meth:`AudioLDM.__call__`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ MB_PER_SECOND = 40  # rough peak activation memory per second of audio per wavef
 TINY_SEED = 1234
 
 Generator = Union[torch.Generator, Sequence[torch.Generator], None]
+
+# Sampling behaviours of the original AudioLDM code (audioldm==0.1.1), applied by compat="original".
+COMPAT_MODES = ("diffusers", "original")
+ORIGINAL_DDIM_ETA = 1.0  # audioldm/ldm.py LatentDiffusion.generate_sample: ddim_eta=1.0
+ORIGINAL_UNCONDITIONAL_PROB = 0.1  # audioldm/utils.py default_audioldm_config: cond_stage_config unconditional_prob
+ORIGINAL_CLIP_TRIGGER = 100.0  # audioldm/ldm.py generate_sample: if torch.max(torch.abs(samples)) > 1e2
+ORIGINAL_CLIP_BOUND = 10.0  # ... samples = torch.clip(samples, min=-10, max=10)
 
 
 @dataclass
@@ -385,21 +393,25 @@ class AudioLDM:
     def denoise(self, prompt: Union[str, Sequence[str], None] = None, audio_length_in_s: Optional[float] = None,
                 num_inference_steps: int = 10, guidance_scale: float = 2.5,
                 negative_prompt: Union[str, Sequence[str], None] = None, num_waveforms_per_prompt: int = 1,
-                eta: float = 0.0, generator: Generator = None, latents: Optional[torch.Tensor] = None,
+                eta: Optional[float] = None, generator: Generator = None, latents: Optional[torch.Tensor] = None,
                 prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
-                sampler: str = "ddim", allow_long: bool = False) -> Iterator[DenoiseStep]:
+                sampler: str = "ddim", allow_long: bool = False, compat: str = "diffusers") -> Iterator[DenoiseStep]:
         """The denoising loop as a generator: yields a :class:`DenoiseStep` after every step.
 
         Stop iterating to stop early; ``pipe.decode(step.latents, step.num_samples)`` turns any
-        step's latents into a waveform. Arguments as in :meth:`__call__`.
+        step's latents into a waveform. Arguments as in :meth:`__call__`; with ``compat="original"``
+        the last step's latents are already clipped by the original's rule (:func:`original_clip`).
         """
         from .samplers import get_sampler, timesteps_for
 
+        mode = _compat(compat)
         run = get_sampler(sampler)
         steps = _positive_int(num_inference_steps, "num_inference_steps")
         g = _guidance(guidance_scale)
+        if eta is None:
+            eta = ORIGINAL_DDIM_ETA if mode == "original" else 0.0
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
-            raise InputError(f"eta must be a number >= 0, got {eta!r}")
+            raise InputError(f"eta must be a number >= 0 (or None: 0.0, or 1.0 with compat='original'), got {eta!r}")
         n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else \
             (prompt_embeds.shape[0] if isinstance(prompt_embeds, torch.Tensor) and prompt_embeds.ndim else 1)
         n_wave = num_waveforms_per_prompt if isinstance(num_waveforms_per_prompt, int) else 1
@@ -409,16 +421,23 @@ class AudioLDM:
                                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
         n_evals = len(timesteps_for(sampler, self.config.schedule, steps))
         x = self.prepare_latents(cond.shape[0], frames, generator, latents)
-        eps_fn = self.guided_eps(cond, uncond, g)
-        opts = {"eta": eta} if sampler == "ddim" else {}
         # the samplers continue each generator's stream after the initial noise, as diffusers does
         if isinstance(generator, (list, tuple)) and len(generator) == 1:
             generator = generator[0]
+        if mode == "original":  # drawn after the initial noise, so both modes start from the same latents
+            swap = original_swap_mask(cond.shape[0], generator).to(cond.device)
+            if swap.any():
+                empty = self.prompt_encoder([""]).to(device=cond.device, dtype=cond.dtype)
+                cond = torch.where(swap[:, None], empty, cond)
+        eps_fn = self.guided_eps(cond, uncond, g)
+        opts = {"eta": eta} if sampler == "ddim" else {}
         stream = run(eps_fn, x, self.config.schedule, steps, generator=generator, **opts)
         for i, (t, x) in enumerate(stream):
             if not torch.isfinite(x).all():
                 raise NumericalError(f"latents became NaN/Inf at step {i + 1}/{n_evals} (t={_scalar(t)}) of the "
                                      f"{sampler} sampler in the UNet ({self.dtype}); try float32")
+            if mode == "original" and i == n_evals - 1:
+                x = original_clip(x)
             yield DenoiseStep(index=i, num_steps=n_evals, timestep=t, latents=x, num_samples=samples)
 
     @torch.no_grad()
@@ -445,11 +464,11 @@ class AudioLDM:
     def __call__(self, prompt: Union[str, Sequence[str], None] = None, audio_length_in_s: Optional[float] = None,
                  num_inference_steps: int = 10, guidance_scale: float = 2.5,
                  negative_prompt: Union[str, Sequence[str], None] = None, num_waveforms_per_prompt: int = 1,
-                 eta: float = 0.0, generator: Generator = None, latents: Optional[torch.Tensor] = None,
+                 eta: Optional[float] = None, generator: Generator = None, latents: Optional[torch.Tensor] = None,
                  prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, Any, torch.Tensor], None]] = None, callback_steps: int = 1,
                  output_type: str = "np", sampler: str = "ddim", progress: bool = True,
-                 allow_long: bool = False) -> AudioOutput:
+                 allow_long: bool = False, compat: str = "diffusers") -> AudioOutput:
         """Generate audio from text (diffusers ``AudioLDMPipeline.__call__`` semantics).
 
         prompt: a string or list of strings (or give ``prompt_embeds`` (B, 512) instead).
@@ -459,13 +478,22 @@ class AudioLDM:
         guidance_scale: classifier-free guidance weight; applied only when > 1.
         negative_prompt: string or list (one per prompt); "" when guidance is on and none is given.
         num_waveforms_per_prompt: waveforms per prompt (batch = prompts x this).
-        eta: DDIM noise (0 = deterministic); other samplers ignore it.
+        eta: DDIM noise (0 = deterministic); other samplers ignore it. None (default): 0.0, or 1.0
+            with ``compat="original"``.
         generator: a torch.Generator or one per waveform; same CPU generator state -> same initial
             latents as diffusers.
         latents: initial unit-variance noise (B, 8, T/4, 16) to use instead of drawing it.
         callback(step, timestep, latents): called every ``callback_steps`` steps.
         output_type: "np" (numpy) or "pt" (torch). progress: show a tqdm bar.
         allow_long: permit lengths above ``MAX_SECONDS`` (120 s).
+        compat: "diffusers" (default: diffusers' sampling) or "original": the original AudioLDM
+            code's sampling, which changes results in three ways: DDIM ``eta`` defaults to 1.0; each
+            waveform's prompt embedding is replaced by the empty prompt's with probability 0.1 (the
+            original's CLAP conditioner keeps its training dropout at inference; here drawn from
+            ``generator``, after the initial noise, so a seeded generator is reproducible); and if any
+            final latent of the batch exceeds 100 in magnitude, all are clipped to [-10, 10] before
+            decoding. The original's ranking of 3 candidates by CLAP audio similarity is not
+            reproduced (no converted checkpoint has the CLAP audio branch).
         Returns :class:`AudioOutput` with ``audios`` float32 (B, samples) and ``sample_rate``.
         """
         if output_type not in ("np", "pt"):
@@ -475,7 +503,7 @@ class AudioLDM:
             raise InputError("callback must be callable as callback(step, timestep, latents)")
         stream = self.denoise(prompt, audio_length_in_s, num_inference_steps, guidance_scale, negative_prompt,
                               num_waveforms_per_prompt, eta, generator, latents, prompt_embeds,
-                              negative_prompt_embeds, sampler, allow_long)
+                              negative_prompt_embeds, sampler, allow_long, compat)
         from .samplers import evals_per_step
 
         order = evals_per_step(sampler)
@@ -537,6 +565,41 @@ def _guidance(value: Any) -> float:
     return float(value)
 
 
+def _compat(value: Any) -> str:
+    if not isinstance(value, str) or value not in COMPAT_MODES:
+        raise InputError(f"compat must be one of {', '.join(repr(m) for m in COMPAT_MODES)}, got {value!r}")
+    return value
+
+
+def original_swap_mask(batch: int, generator: Generator = None,
+                       probability: float = ORIGINAL_UNCONDITIONAL_PROB) -> torch.Tensor:
+    """Which conditioning rows the original AudioLDM replaces by the empty prompt's embedding.
+
+    The original's conditioner swaps each row independently when ``u < probability``, u ~ U[0, 1)
+    (audioldm/clap/encoders.py CLAPAudioEmbeddingClassifierFreev2.forward / make_decision, with
+    torch's global RNG). Here u comes from ``generator``: ``batch`` draws from a single generator,
+    one from ``generator[i]`` for row i of a list, torch's global RNG for None.
+    Returns (batch,) bool on the generator's device.
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch:
+            raise InputError(f"got {len(generator)} generators for a batch of {batch}; "
+                             f"give one per row or a single one")
+        u = torch.cat([torch.rand(1, generator=g, device=g.device) for g in generator])
+    else:
+        u = torch.rand(batch, generator=generator, device=generator.device if generator is not None else "cpu")
+    return u < probability
+
+
+def original_clip(latents: torch.Tensor) -> torch.Tensor:
+    """The original's guard before decoding: latents (B, C, T, F) -> same shape; if any value of the
+    whole batch exceeds ``ORIGINAL_CLIP_TRIGGER`` (100) in magnitude, every value is clipped to
+    [-10, 10], else the latents are returned unchanged (audioldm/ldm.py LatentDiffusion.generate_sample)."""
+    if latents.abs().max() > ORIGINAL_CLIP_TRIGGER:
+        return latents.clamp(-ORIGINAL_CLIP_BOUND, ORIGINAL_CLIP_BOUND)
+    return latents
+
+
 def _scalar(t: Any) -> Any:
     return t.item() if isinstance(t, torch.Tensor) and t.numel() == 1 else t
 
@@ -546,4 +609,5 @@ def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, **kwargs) -> AudioLDM:
     return AudioLDM.from_pretrained(source, **kwargs)
 
 
-__all__ = ["AudioLDM", "AudioOutput", "DenoiseStep", "DEFAULT_MODEL", "HUB_ALIASES", "MAX_SECONDS", "load"]
+__all__ = ["AudioLDM", "AudioOutput", "COMPAT_MODES", "DenoiseStep", "DEFAULT_MODEL", "HUB_ALIASES", "MAX_SECONDS",
+           "load", "original_clip", "original_swap_mask"]
