@@ -128,9 +128,18 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], comp
                                "shape mismatch(es)": shapes, "tensor(s) of the wrong kind of dtype": bad_dtype})
     if problems:
         raise CheckpointError(f"{component}: " + "; ".join(problems))
-    cast = {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device=device))
-            for k, v in state.items()}
-    module.load_state_dict(cast, strict=True, assign=True)
+    # Assign each tensor in place of the (meta or real) one: with the key sets and shapes checked above
+    # this is what load_state_dict(strict=True, assign=True) does, without its per-module Python walk
+    # (a quarter of the load time of a full-size model).
+    submodules = dict(module.named_modules())
+    for k, v in state.items():
+        v = v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device=device)
+        owner, _, attr = k.rpartition(".")
+        sub = submodules[owner]
+        if attr in sub._parameters:
+            sub._parameters[attr] = nn.Parameter(v, requires_grad=False)
+        else:
+            sub._buffers[attr] = v
     leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if leftover:  # a non-persistent buffer cannot be loaded; our modules must not have any
         raise CheckpointError(f"{component}: tensors not filled by the checkpoint: {name_list(leftover)}")
