@@ -26,7 +26,6 @@ BETA_VARIANTS = {
 }
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """These tensors are tiny: one intra-op thread is fastest, and far faster when other test runs
@@ -35,6 +34,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
 
 def test_cvssp_schedule_translates_with_spacing_absent():
     assert CFG.timestep_spacing is None  # the cvssp configs predate the key: absent, not "leading"
