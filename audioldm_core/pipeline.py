@@ -181,10 +181,12 @@ class AudioLDM:
         module, with the same state dict); returns self. ``options`` go to ``torch.compile``.
 
         The UNet runs once per sampler step, so it is the only component worth compiling. The first
-        call at each new latent shape pays the compilation: on this project's 2-core CPU reference
-        machine about a minute with a warm inductor cache and over two minutes cold, for a few percent
-        per step on CPU (``python benchmarks/run.py`` measures both, next to eager). Outputs match eager
-        to float rounding. Needs a C++ compiler on CPU, as inductor does.
+        call at each new latent shape pays the compilation. Measured on the project's 2-core CPU
+        machine (``python benchmarks/run.py --compile``, s-full-v2, 5.12 s): first call 122 s, then
+        0.81 s per step against 0.67 s eager, i.e. *slower* on that CPU, whose convolutions and matmuls
+        already run in oneDNN/BLAS kernels near its fp32 peak. It is offered for GPUs and for CPUs where
+        a measurement says otherwise. Outputs match eager to float rounding. Needs a C++ compiler on CPU,
+        as inductor does.
         """
         self.unet.compile(**options)
         return self
