@@ -117,3 +117,18 @@ def test_compile_keeps_module_and_matches_eager(converted_file):
     err, rel = rel_err(compiled, eager)
     print(f"\ncompiled vs eager UNet (tiny): max abs {err:.2e}, rel {rel:.2e}")
     assert rel < 1e-5, f"compiled vs eager: max abs {err:.2e}, rel {rel:.2e}"
+
+
+def test_float16_on_cpu_warns(converted_file):
+    from audioldm_core import AudioLDM
+
+    with pytest.warns(UserWarning, match="float16 on the CPU is about 60x slower"):
+        pipe = AudioLDM.from_pretrained(converted_file("tiny"), dtype=torch.float16)
+    with pytest.warns(UserWarning, match="60x slower"):
+        pipe.to(dtype=torch.float16)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.to(dtype=torch.float32)
+        AudioLDM.from_pretrained(converted_file("tiny"), dtype=torch.bfloat16)
