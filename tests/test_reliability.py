@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audioldm_core import AudioLDM
-from audioldm_core.checkpoint import COMPONENTS, load_component, read_info, verify
+from audioldm_core.checkpoint import COMPONENTS, load_component, load_components, read_info, verify
 from audioldm_core.errors import AudioLDMError, CheckpointError
 from convert.cli import main as convert_main
 from convert.core import read_weights
@@ -58,9 +58,21 @@ def _only_our_errors(fn, path: Path) -> str:
 
 
 def _load_all(path: Path) -> None:
-    info = read_info(path)
-    for comp in COMPONENTS:
-        load_component(path, comp, info=info)
+    """Both readers, each on its own: per component (``load_component``) and the one-open mapped reader
+    ``AudioLDM.from_pretrained`` uses (``load_components``). Only our errors may escape either."""
+    def one_by_one(p: Path) -> None:
+        info = read_info(p)
+        for comp in COMPONENTS:
+            load_component(p, comp, info=info)
+
+    errors = []
+    for reader in (one_by_one, load_components):
+        try:
+            reader(path)
+        except AudioLDMError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 @st.composite
