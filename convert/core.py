@@ -53,15 +53,20 @@ def weight_file_names(component: str, variant: Optional[str] = None) -> list[str
 
 def find_weight_file(folder: Path, component: str, variant: Optional[str] = None) -> Path:
     """The weight file of one component in a cvssp folder; raises naming what was looked for."""
-    sub = Path(folder) / COMPONENT_DIRS[component]
+    return first_weight_file(Path(folder) / COMPONENT_DIRS[component], weight_file_names(component, variant),
+                             f"no weight file for {component}")
+
+
+def first_weight_file(sub: Path, names: list[str], what: str) -> Path:
+    """The first of ``names`` present in the component folder ``sub``; otherwise
+    :class:`SourceNotFoundError` saying ``what``, what was looked for and what is there."""
     if not sub.is_dir():
         raise SourceNotFoundError(f"component folder {sub} is missing")
-    names = weight_file_names(component, variant)
     for n in names:
         if (sub / n).is_file():
             return sub / n
     present = sorted(p.name for p in sub.iterdir())
-    raise SourceNotFoundError(f"no weight file for {component} in {sub}: looked for {', '.join(names)}; "
+    raise SourceNotFoundError(f"{what} in {sub}: looked for {', '.join(names)}; "
                               f"found {', '.join(present) or 'nothing'}")
 
 

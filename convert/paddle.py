@@ -31,7 +31,7 @@ import torch
 
 from audioldm_core.checkpoint import COMPONENTS, expected_shapes
 from audioldm_core.errors import CheckpointError, SourceNotFoundError, name_list
-from convert.core import Converted, read_tokenizer, sha256_file
+from convert.core import Converted, first_weight_file, read_tokenizer, sha256_file
 from convert.cvssp import COMPONENT_DIRS, read_folder_config, read_json
 from convert.remap import remap
 from convert.tables import cvssp_table
@@ -146,15 +146,8 @@ def to_torch_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def find_paddle_weights(folder: Path, component: str) -> Path:
     """The weight file of one component of a ppdiffusers folder."""
-    sub = Path(folder) / COMPONENT_DIRS[component]
-    if not sub.is_dir():
-        raise SourceNotFoundError(f"component folder {sub} is missing")
-    for n in WEIGHT_FILES[component]:
-        if (sub / n).is_file():
-            return sub / n
-    present = sorted(p.name for p in sub.iterdir())
-    raise SourceNotFoundError(f"no Paddle weight file for {component} in {sub}: looked for "
-                              f"{', '.join(WEIGHT_FILES[component])}; found {', '.join(present) or 'nothing'}")
+    return first_weight_file(Path(folder) / COMPONENT_DIRS[component], list(WEIGHT_FILES[component]),
+                             f"no Paddle weight file for {component}")
 
 
 def read_paddle_weights(path: Path) -> dict[str, torch.Tensor]:

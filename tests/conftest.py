@@ -70,3 +70,13 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
         raise AssertionError(f"shape {tuple(ours.shape)} != reference {tuple(ref.shape)}")
     err = (ours - ref).abs().max().item()
     return err, err / max(ref.abs().max().item(), 1e-30)
+
+
+@pytest.fixture(scope="module")
+def one_intra_op_thread():
+    """One intra-op thread for a module of tiny tensors: fastest there, and far faster when other test
+    runs share the cores (2 spinning threads per process slowed the sampler step loops ~10x under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

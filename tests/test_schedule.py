@@ -26,14 +26,7 @@ BETA_VARIANTS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: one intra-op thread is fastest, and far faster when other test runs
-    share the cores (2 spinning threads per process slowed the step loops ~10x under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def test_cvssp_schedule_translates_with_spacing_absent():
