@@ -23,6 +23,7 @@ are checked, and any mismatch raises :class:`CheckpointError` naming the keys.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import importlib
 import json
@@ -425,9 +426,17 @@ def load_components(path: PathLike, names=None, *, device: Any = "cpu", dtype: A
         states = _mapped_states(path, header, names)
         if states is None:
             states = _states_from(f, path, names)
-    modules = {n: load_state_strict(empty_component(n, info.config), states.pop(n), n, device=device,
-                                    dtype=dtype(n) if callable(dtype) else dtype)
-               for n in names}
+    # Building ~1100 modules allocates enough objects to trigger Python's cyclic collector, whose full
+    # passes over everything alive cost up to 0.15 s here; nothing built here is garbage, so pause it.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        modules = {n: load_state_strict(empty_component(n, info.config), states.pop(n), n, device=device,
+                                        dtype=dtype(n) if callable(dtype) else dtype)
+                   for n in names}
+    finally:
+        if collecting:
+            gc.enable()
     return info, modules
 
 

@@ -132,3 +132,23 @@ def test_float16_on_cpu_warns(converted_file):
         warnings.simplefilter("error")
         pipe.to(dtype=torch.float32)
         AudioLDM.from_pretrained(converted_file("tiny"), dtype=torch.bfloat16)
+
+
+def test_load_components_restores_the_garbage_collector(converted_file, tmp_path):
+    import gc
+
+    path = converted_file("tiny")
+    assert gc.isenabled()
+    load_components(path)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_components(path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:-10])  # truncated: the load raises
+    with pytest.raises(Exception):
+        load_components(bad)
+    assert gc.isenabled()
