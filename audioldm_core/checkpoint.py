@@ -33,7 +33,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -261,7 +261,11 @@ def safetensors_header(path: PathLike) -> dict[str, Any]:
     Refuses (with :class:`CheckpointError`): a header length that is larger than the file or than
     100 MiB, JSON that is not an object, and duplicate keys (which JSON parsers silently collapse).
     """
-    path = Path(path)
+    return _read_header(Path(path))[0]
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """(header, byte offset where the tensor data starts), checked as :func:`safetensors_header` says."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -287,7 +291,7 @@ def safetensors_header(path: PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable safetensors file: bad header JSON ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a readable safetensors file: header is not a JSON object")
-    return header
+    return header, 8 + n
 
 
 def _open(path: Path):
@@ -295,15 +299,16 @@ def _open(path: Path):
 
 
 def _open_with_header(path: Path):
-    """(safe_open handle, our strictly parsed header). safe_open validates the layout (offsets, sizes,
-    dtypes) itself; ours adds the duplicate-key and size limits (:func:`safetensors_header`)."""
+    """(safe_open handle, our strictly parsed header, data start offset). safe_open validates the layout
+    (offsets, sizes, dtypes) itself; ours adds the duplicate-key and size limits
+    (:func:`safetensors_header`)."""
     from safetensors import safe_open
 
     if not path.is_file():
         raise SourceNotFoundError(f"checkpoint file {path} does not exist")
-    header = safetensors_header(path)
+    header, data_start = _read_header(path)
     try:
-        return safe_open(str(path), framework="pt", device="cpu"), header
+        return safe_open(str(path), framework="pt", device="cpu"), header, data_start
     except Exception as e:  # safetensors raises its own error type (or OSError) on a bad header
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
@@ -313,16 +318,14 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
                        "U8": torch.uint8, "BOOL": torch.bool}
 
 
-def _mapped_states(path: Path, header: Mapping[str, Any], names: list[str]
+def _mapped_states(path: Path, header: Mapping[str, Any], base: int, names: list[str]
                    ) -> Optional[dict[str, dict[str, torch.Tensor]]]:
     """The tensors of components ``names`` as views into one copy-on-write mapping of the file: the
     mapping safetensors' reader makes too, without its per-tensor Python cost (a fifth of a full-size
     load). Call only after ``safe_open`` accepted the file; sizes and bounds are checked again here.
     Returns None when a tensor cannot be viewed in place (an unknown dtype, an offset not aligned to its
-    dtype's size); the caller then reads through safetensors."""
+    dtype's size); the caller then reads through safetensors. ``base``: where the data starts."""
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        base = 8 + int.from_bytes(f.read(8), "little")
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
     states: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
     for key, entry in header.items():
@@ -409,7 +412,7 @@ def _states_from(f, path: Path, names: list[str]) -> dict[str, dict[str, torch.T
     return states
 
 
-def load_components(path: PathLike, names=None, *, device: Any = "cpu", dtype: Any = torch.float32
+def load_components(path: PathLike, names: Optional[Sequence[str]] = None, *, device: Any = "cpu", dtype: Any = torch.float32
                     ) -> tuple[CheckpointInfo, dict[str, nn.Module]]:
     """Read a checkpoint's header once and load several components from it (default: all four).
 
@@ -420,10 +423,10 @@ def load_components(path: PathLike, names=None, *, device: Any = "cpu", dtype: A
     names = list(COMPONENTS if names is None else names)
     for n in names:
         check_component(n)
-    handle, header = _open_with_header(path)
+    handle, header, data_start = _open_with_header(path)
     with handle as f:
         info = _info_from(path, f.metadata() or {}, tuple(f.keys()))
-        states = _mapped_states(path, header, names)
+        states = _mapped_states(path, header, data_start, names)
         if states is None:
             states = _states_from(f, path, names)
     # Building ~1100 modules allocates enough objects to trigger Python's cyclic collector, whose full

@@ -186,8 +186,8 @@ class AudioLDM:
         machine (``python benchmarks/run.py --compile``, s-full-v2, 5.12 s): first call 122 s with a
         cold inductor cache (21 s warm), then 0.62-0.81 s per step in two runs against 0.67 s eager: no
         reliable gain on that CPU, whose convolutions and matmuls already run in oneDNN/BLAS kernels
-        near its fp32 peak. It is offered for GPUs and for CPUs where a measurement says otherwise. Outputs match eager to float rounding. Needs a C++ compiler on CPU,
-        as inductor does.
+        near its fp32 peak. It is offered for GPUs and for CPUs where a measurement says otherwise.
+        Outputs match eager to float rounding. Needs a C++ compiler on CPU, as inductor does.
         """
         self.unet.compile(**options)
         return self
