@@ -161,7 +161,9 @@ def test_bad_arguments_raise_clear_errors(tiny_pair, kwargs, match):
 
 # --- full size: the four checkpoints --------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=FULL_SIZE)
+# s-full-v2 first (the earlier test files leave it on disk) and l-full last (test_unet starts with it):
+# one full-size checkpoint is on disk at a time (conftest), so the order saves rebuilds.
+@pytest.fixture(scope="module", params=sorted(FULL_SIZE, key=("s-full-v2", "s-full", "m-full", "l-full").index))
 def full_pair(request, cvssp_folder, converted_file):
     name = request.param
     ref = reference_pipeline(cvssp_folder(name))

@@ -54,7 +54,8 @@ def test_tiny_parity(cvssp_folder, frames):
 
 
 @pytest.mark.fullsize
-@pytest.mark.parametrize("name", FULL_SIZE)
+# l-full first (test_pipeline leaves it on disk), s-full-v2 last (test_vae uses it): see conftest.
+@pytest.mark.parametrize("name", sorted(FULL_SIZE, key=("l-full", "m-full", "s-full", "s-full-v2").index))
 def test_full_size_parity(cvssp_folder, name):
     ours, ref, cfg = _pair(cvssp_folder(name))
     cases = [(128, 999)] if name == "l-full" else [(128, 1), (128, 999), (100, 500), (25, 1), (257, 999)]
