@@ -80,23 +80,47 @@ def build_component(name: str, config: AudioLDMConfig, *, device: Any = "cpu",
 
 _INIT_FUNCTIONS = ("uniform_", "normal_", "ones_", "zeros_", "constant_", "kaiming_uniform_", "kaiming_normal_",
                    "xavier_uniform_", "xavier_normal_", "trunc_normal_")
+# The torch.nn classes our components are built from that define reset_parameters (Conv1d/Conv2d/
+# ConvTranspose1d inherit theirs from _ConvNd).
+_RESET_CLASSES = (nn.Linear, nn.modules.conv._ConvNd, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
 _INIT_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _skipped_init():
-    """Within this block ``torch.nn.init``'s fill functions return their tensor untouched, so building a
-    module on the meta device costs only its Python construction (the weights come from a checkpoint
-    anyway). Process-wide while active; a lock keeps concurrent loads from interleaving."""
+    """Within this block, on this thread, ``torch.nn.init``'s fill functions return their tensor
+    untouched and the torch.nn layers' ``reset_parameters`` does nothing, so building a module on the
+    meta device costs only its Python construction (the weights come from a checkpoint anyway; the
+    initialisers' Python was a fifth of a full-size load). The functions are swapped process-wide
+    while the block runs, but the replacements call the originals from any other thread, so a module
+    built concurrently elsewhere is initialised as usual; a lock keeps concurrent loads from nesting."""
     with _INIT_LOCK:
-        saved = {n: getattr(nn.init, n) for n in _INIT_FUNCTIONS}
+        me = threading.get_ident()
+
+        def skip_fill(original):
+            def fill(tensor, *args, **kwargs):
+                return tensor if threading.get_ident() == me else original(tensor, *args, **kwargs)
+            return fill
+
+        def skip_reset(original):
+            def reset_parameters(self):
+                if threading.get_ident() != me:
+                    original(self)
+            return reset_parameters
+
+        saved_fill = {n: getattr(nn.init, n) for n in _INIT_FUNCTIONS}
+        saved_reset = {c: c.__dict__["reset_parameters"] for c in _RESET_CLASSES}
         try:
-            for n in _INIT_FUNCTIONS:
-                setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+            for n, f in saved_fill.items():
+                setattr(nn.init, n, skip_fill(f))
+            for c, f in saved_reset.items():
+                c.reset_parameters = skip_reset(f)
             yield
         finally:
-            for n, f in saved.items():
+            for n, f in saved_fill.items():
                 setattr(nn.init, n, f)
+            for c, f in saved_reset.items():
+                c.reset_parameters = f
 
 
 def empty_component(name: str, config: AudioLDMConfig) -> nn.Module:
@@ -119,33 +143,46 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], comp
     parameter and buffer must be given; floating tensors are cast to ``dtype`` and moved to ``device``.
     Raises :class:`CheckpointError` naming the offending keys (sorted, capped, with a count).
     """
-    want = module.state_dict()
-    unexpected = set(state) - set(want)
-    missing = set(want) - set(state)
-    shapes = [f"{k}: {tuple(state[k].shape)} but the model needs {tuple(want[k].shape)}"
-              for k in sorted(set(state) & set(want)) if tuple(state[k].shape) != tuple(want[k].shape)]
-    bad_dtype = [f"{k}: {state[k].dtype}" for k in sorted(set(state) & set(want))
-                 if state[k].is_floating_point() != want[k].is_floating_point()]
+    # One walk over the modules gives every tensor slot under its state-dict name (what
+    # module.state_dict() lists: parameters and persistent buffers that are not None); filling the
+    # slots directly is what load_state_dict(strict=True, assign=True) does after the checks below,
+    # without its per-module Python hooks (together two thirds of this function's time at full size).
+    slots: dict[str, tuple[nn.Module, str, bool, torch.Tensor]] = {}
+    unloadable = []
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        prefix = prefix + "." if prefix else ""
+        for attr, t in sub._parameters.items():
+            if t is not None:
+                slots[prefix + attr] = (sub, attr, True, t)
+        for attr, t in sub._buffers.items():
+            if t is None:
+                continue
+            if attr in sub._non_persistent_buffers_set:
+                if t.is_meta:  # never in a checkpoint, so it could not be filled; our modules have none
+                    unloadable.append(prefix + attr)
+            else:
+                slots[prefix + attr] = (sub, attr, False, t)
+    if unloadable:
+        raise CheckpointError(f"{component}: tensors not filled by the checkpoint: {name_list(unloadable)}")
+    unexpected = set(state) - set(slots)
+    missing = set(slots) - set(state)
+    both = sorted(set(state) & set(slots))
+    shapes = [f"{k}: {tuple(state[k].shape)} but the model needs {tuple(slots[k][3].shape)}"
+              for k in both if tuple(state[k].shape) != tuple(slots[k][3].shape)]
+    bad_dtype = [f"{k}: {state[k].dtype}" for k in both
+                 if state[k].is_floating_point() != slots[k][3].is_floating_point()]
     problems = key_problems({"unexpected key(s)": unexpected, "missing key(s)": missing,
                                "shape mismatch(es)": shapes, "tensor(s) of the wrong kind of dtype": bad_dtype})
     if problems:
         raise CheckpointError(f"{component}: " + "; ".join(problems))
-    # Assign each tensor in place of the (meta or real) one: with the key sets and shapes checked above
-    # this is what load_state_dict(strict=True, assign=True) does, without its per-module Python walk
-    # (a quarter of the load time of a full-size model).
-    submodules = dict(module.named_modules())
     for k, v in state.items():
         v = v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device=device)
-        owner, _, attr = k.rpartition(".")
-        sub = submodules[owner]
-        if attr in sub._parameters:
+        sub, attr, is_param, _ = slots[k]
+        if is_param:
             sub._parameters[attr] = nn.Parameter(v, requires_grad=False)
         else:
             sub._buffers[attr] = v
-    leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
-    if leftover:  # a non-persistent buffer cannot be loaded; our modules must not have any
-        raise CheckpointError(f"{component}: tensors not filled by the checkpoint: {name_list(leftover)}")
-    return module.eval().requires_grad_(False)
+    return module.eval()  # every parameter was just replaced by one with requires_grad=False
 
 
 # --- Writing ----------------------------------------------------------------------------------------

@@ -159,3 +159,30 @@ def test_load_components_restores_the_garbage_collector(converted_file, monkeypa
     with pytest.raises(CheckpointError, match="injected"):
         load_components(path)
     assert gc.isenabled()
+
+
+def test_skipped_init_is_for_the_loading_thread_only():
+    """Building on the meta device skips torch's initialisers on the loading thread only: a module built
+    meanwhile on another thread is initialised exactly as usual, and everything is restored after."""
+    import threading
+
+    from audioldm_core import checkpoint
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Conv2d(2, 2, 3), torch.nn.GroupNorm(1, 2),
+                                   torch.nn.LayerNorm(3), torch.nn.Embedding(5, 2)).state_dict()
+
+    expected = build()
+    originals = {c: c.__dict__["reset_parameters"] for c in checkpoint._RESET_CLASSES}
+    fills = {n: getattr(torch.nn.init, n) for n in checkpoint._INIT_FUNCTIONS}
+    other = {}
+    with checkpoint._skipped_init():
+        t = threading.Thread(target=lambda: other.update(build()))
+        t.start()
+        t.join()
+        skipped = torch.nn.init.ones_(torch.zeros(3))  # this thread: the fill is skipped
+    assert torch.equal(skipped, torch.zeros(3))
+    assert other.keys() == expected.keys() and all(torch.equal(other[k], expected[k]) for k in expected)
+    assert {c: c.__dict__["reset_parameters"] for c in checkpoint._RESET_CLASSES} == originals
+    assert {n: getattr(torch.nn.init, n) for n in checkpoint._INIT_FUNCTIONS} == fills
