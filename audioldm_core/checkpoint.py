@@ -23,6 +23,7 @@ are checked, and any mismatch raises :class:`CheckpointError` naming the keys.
 from __future__ import annotations
 
 import contextlib
+import glob
 import gc
 import hashlib
 import importlib
@@ -223,6 +224,23 @@ def atomic_write(path: PathLike, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_temp_files(path: PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left beside ``path`` when its process was killed
+    mid-write (SIGKILL cannot be caught; ``.<name>.<random>.tmp``); returns what was removed.
+
+    Call it only where no other process is writing ``path`` at the same time (a batch resuming its own
+    outputs)."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Tensor]],

@@ -238,7 +238,7 @@ def read_prompt_file(path: Path) -> list[dict[str, Any]]:
 
 def _batch(args) -> int:
     from .audio import format_for, write_audio
-    from .checkpoint import atomic_write  # noqa: F401 - manifest lines are appended, files are atomic
+    from .checkpoint import remove_stale_temp_files  # outputs are written atomically; manifest lines appended
     from .pipeline import COMPAT_MODES
 
     items = read_prompt_file(args.prompts)
@@ -283,6 +283,8 @@ def _batch(args) -> int:
             if not set(rel) <= recorded:  # finished before a crash cut the manifest line
                 _append_line(manifest, dict(settings, outputs=rel, model=args.model, recovered=True))
             continue
+        for p in paths:  # a run killed while writing this item left its temp files: not ours to keep
+            remove_stale_temp_files(p)
         if pipe is None:
             pipe, _ = _load(args)
             model_hash = pipe.model_hash()
