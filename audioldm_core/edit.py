@@ -64,6 +64,7 @@ def _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, 
     cond, uncond = pipe.encode_prompt(prompt, negative_prompt=negative_prompt, guidance_scale=g)
     if cond.shape[0] != 1:
         raise InputError("editing takes one prompt (a string)")
+    pipe.text_encoder_idle()
     return steps, pipe.guided_eps(cond, uncond, g)
 
 
