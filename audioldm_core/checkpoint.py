@@ -201,6 +201,11 @@ def check_output_path(path: PathLike) -> Path:
     return path
 
 
+def _temp_affixes(path: Path) -> tuple[str, str]:
+    """Prefix and suffix of :func:`atomic_write`'s temporary file for ``path``: ``.<name>.<random>.tmp``."""
+    return f".{path.name}.", ".tmp"
+
+
 def atomic_write(path: PathLike, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -208,7 +213,8 @@ def atomic_write(path: PathLike, write) -> None:
     untouched.
     """
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = _temp_affixes(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -233,8 +239,9 @@ def remove_stale_temp_files(path: PathLike) -> list[Path]:
     Call it only where no other process is writing ``path`` at the same time (a batch resuming its own
     outputs)."""
     path = Path(path)
+    prefix, suffix = _temp_affixes(path)
     removed = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
         try:
             tmp.unlink()
             removed.append(tmp)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import sys
 from typing import Iterable, Union
@@ -32,7 +33,9 @@ _PRESENT = np.uint64(1 << 63)
 _FILE_OR_SHARED = np.uint64(1 << 61)
 
 
+@functools.lru_cache(maxsize=None)
 def _madvise():
+    """libc's ``madvise(addr, length, advice)``, looked up once."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     fn = libc.madvise
     fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
