@@ -139,3 +139,26 @@ def test_full_size_parity(cvssp_folder):
         _check(ours, ref, batch, frames, "full size", chunk=256 if (batch, frames) == (1, 1024) else None)
     del ours, ref
     gc.collect()
+
+
+def test_in_place_steps_keep_inputs_and_gradients(cvssp_folder):
+    """The vocoder's in-place activations and residual adds touch only tensors it made: the input mel
+    and a ResBlock's input stay as they were, and gradients equal the reference's."""
+    from audioldm_core.hifigan import ResBlock
+
+    ours, ref, _ = _pair(cvssp_folder("tiny"))
+    mel = torch.randn(2, 30, 64, generator=torch.Generator().manual_seed(3))
+    block = ours.resblocks[0]
+    x = torch.randn(1, block.convs1[0].in_channels, 50)
+    x_before = x.clone()
+    with torch.no_grad():
+        y = block(x)
+    assert torch.equal(x, x_before) and y.data_ptr() != x.data_ptr()
+    a, b = mel.clone().requires_grad_(), mel.clone().requires_grad_()
+    ours(a).square().sum().backward()
+    ref(b).square().sum().backward()
+    assert torch.equal(a.detach(), mel)
+    err, rel = rel_err(a.grad, b.grad)
+    assert rel <= TOL, f"input gradient vs reference: max abs {err:.2e}, rel {rel:.2e}"
+    with pytest.raises(ValueError, match="at least one dilation"):
+        ResBlock(4, 3, (), 0.1)
