@@ -9,7 +9,8 @@ measures both implementations alternating (warm-up first, then A B A B ...), sam
 DDIM, guidance 2.5, and prints a table of medians (min-max) with the ratio diffusers/ours per row,
 the waveforms' max abs difference (speed only counts at parity), achieved GFLOP/s per stage against
 this machine's measured fp32 peak (best of sgemm and 3x3 conv), model load times, and peak RSS measured in a separate
-process per implementation. Results go to ``benchmarks/results/<name>.json``.
+process per implementation, and a lower bound on the UNet step from the kernels this torch build has
+(``kernel_bound.py``), with the best UNet and end-to-end ratios it allows. Results go to ``benchmarks/results/<name>.json``.
 """
 
 from __future__ import annotations
@@ -235,6 +236,18 @@ def run(args) -> dict:
                  + flops["VAE decode"][impl] + flops["vocoder"][impl])
         floor[impl] = {"gflop": total / 1e9, "seconds_at_peak": total / 1e9 / peak}
 
+    # lower bound on a UNet step from the kernels this build has (benchmarks/kernel_bound.py), and what
+    # it allows: the best UNet and end-to-end ratios vs this run's diffusers medians, with every op but
+    # conv/linear/attention free and the VAE and vocoder at the measured peak
+    from kernel_bound import unet_kernel_bound
+
+    kb = unet_kernel_bound(ours.unet, lat2, t, emb2, repeats=3 if args.quick else 7)
+    e2e_bound = (rows["text encoding (prompt + negative)"]["ours"]["median"] + steps * kb["bound_seconds"]
+                 + (flops["VAE decode"]["ours"] + flops["vocoder"]["ours"]) / 1e9 / peak)
+    kb["max_unet_ratio"] = rows["UNet step (batch 2)"]["diffusers"]["median"] / kb["bound_seconds"]
+    kb["e2e_bound_seconds"] = e2e_bound
+    kb["max_e2e_ratio"] = rows[f"end-to-end {lengths[0]:g} s"]["diffusers"]["median"] / e2e_bound
+
     compiled = None
     if args.compile:  # opt-in torch.compile of our UNet: one-time cost, then per-step time vs eager diffusers
         ours.compile()
@@ -263,7 +276,7 @@ def run(args) -> dict:
     return {"model": name, "threads": args.threads, "steps": steps, "guidance": 2.5, "repeats": repeats,
             "peak_gflops": peaks, "rows": rows, "flops": flops, "max_abs_diff": diffs,
             "peak_rss_mib": rss, "peak_rss_runs_mib": rss_runs, "rss_ratio": rss["ours"] / rss["diffusers"], "flop_floor": floor,
-            "compiled_unet": compiled,
+            "compiled_unet": compiled, "unet_kernel_bound": kb,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
 
 
@@ -288,6 +301,14 @@ def print_table(res: dict) -> None:
     for impl, f in res["flop_floor"].items():
         print(f"{impl}: {f['gflop']:.0f} GFLOP per {res['steps']}-step generation at the first length: "
               f"{f['seconds_at_peak']:.2f} s at the measured peak")
+    kb = res.get("unet_kernel_bound")
+    if kb:
+        parts = ", ".join(f"{k} {v['eager_seconds'] * 1e3:.0f}->{v['best_seconds'] * 1e3:.0f} ms "
+                          f"({'/'.join(f'{n} {c}' for n, c in v['wins'].items())})" for k, v in kb["kinds"].items())
+        print(f"UNet step kernel bound (each call alone on its fastest kernel, eager->best): {parts}; "
+              f"sum {kb['bound_seconds']:.3f} s, every other op free -> UNet ratio at most "
+              f"{kb['max_unet_ratio']:.2f}x; end to end (VAE and vocoder at the peak) at least "
+              f"{kb['e2e_bound_seconds']:.2f} s -> at most {kb['max_e2e_ratio']:.2f}x")
     if res.get("compiled_unet"):
         c = res["compiled_unet"]
         print(f"torch.compile (ours, UNet): first call {c['first_call_seconds']:.1f} s (one-time), "

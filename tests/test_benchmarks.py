@@ -23,3 +23,33 @@ def test_benchmark_quick_mode(tmp_path):
     assert max(res["max_abs_diff"].values()) < 1e-4
     assert res["peak_rss_mib"]["ours"] > 0 and res["peak_rss_mib"]["diffusers"] > 0
     assert "diffusers/ours" in r.stdout
+    kb = res["unet_kernel_bound"]  # the kernel lower bound ran on the tiny UNet's recorded calls
+    assert {"conv", "linear", "attention"} <= set(kb["kinds"]) and 0 < kb["bound_seconds"] <= kb["eager_seconds"]
+    assert kb["max_unet_ratio"] > 0 and kb["max_e2e_ratio"] > 0 and "kernel bound" in r.stdout
+
+
+def test_kernel_bound_records_every_heavy_call():
+    """The recorder sees each conv/linear/attention call of a forward (including functional calls made
+    inside modules) and every candidate kernel computes the same result as eager."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import torch
+    from kernel_bound import _Recorder, _candidates, unet_kernel_bound
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(2),
+                              torch.nn.Linear(25, 6))
+    x = torch.randn(2, 3, 5, 5)
+    rec = _Recorder()
+    with torch.no_grad(), rec:
+        net(x)
+    assert [k for k, _, _ in rec.calls] == ["conv", "linear"]
+    for kind, args, kwargs in rec.calls:
+        outs = {name: fn() for name, fn in _candidates(kind, args, kwargs).items()}
+        assert len(outs) >= 2, f"{kind}: only {list(outs)}"
+        for name, y in outs.items():
+            assert torch.allclose(y.contiguous(), outs["eager"], atol=1e-5), f"{kind}/{name} differs from eager"
+
+    def fake_unet(x, t, emb):
+        return net(x)
+
+    r = unet_kernel_bound(fake_unet, x, None, None, repeats=1)
+    assert r["kinds"]["conv"]["calls"] == 1 and r["kinds"]["linear"]["calls"] == 1

@@ -1,0 +1,124 @@
+"""How fast could one UNet step be with the kernels this torch build has? A measured lower bound.
+
+One step of our UNet is recorded (every ``conv2d``, ``conv_transpose2d``, ``linear`` and
+``scaled_dot_product_attention`` call with its real inputs), then each call is timed alone, hot, on
+every kernel we know for it, and the fastest is kept:
+
+- convolution: ``F.conv2d`` (oneDNN, what eager runs), the same on channels-last tensors, and oneDNN
+  with the weight reordered once into its blocked layout (``torch.ops.mkldnn._convolution_pointwise``,
+  what inductor's weight-prepack pass emits);
+- linear: ``F.linear`` (MKL sgemm) and oneDNN's ``torch.ops.mkldnn._linear_pointwise``;
+- transposed convolution and attention: as eager runs them.
+
+The sum of the per-call minima, with every other op (norms, activations, adds, copies) counted as
+free, is a lower bound on a step built from these kernels: a step cannot beat it without new kernels
+or fewer FLOPs. ``benchmarks/run.py`` turns it into the best UNet and end-to-end ratios against
+diffusers that this machine allows.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+KINDS = {F.conv2d: "conv", F.conv_transpose2d: "conv_transpose", F.linear: "linear",
+         F.scaled_dot_product_attention: "attention"}
+EAGER = {kind: fn for fn, kind in KINDS.items()}
+
+
+class _Recorder(TorchFunctionMode):
+    """Records (kind, args, kwargs) of the calls in :data:`KINDS` made under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        kind = KINDS.get(func)
+        if kind is not None:
+            self.calls.append((kind, tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args),
+                               dict(kwargs)))
+        return func(*args, **kwargs)
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _conv_args(args: tuple, kwargs: dict) -> tuple:
+    """(x, w, b, stride, padding, dilation, groups) of a conv2d call, defaults filled, pairs as lists."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    defaults = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+    vals = dict(defaults)
+    vals.update(zip(names, args))
+    vals.update(kwargs)
+
+    def pair(v):
+        return [v, v] if isinstance(v, int) else list(v)
+
+    return (vals["input"], vals["weight"], vals["bias"], pair(vals["stride"]), pair(vals["padding"]),
+            pair(vals["dilation"]), vals["groups"])
+
+
+def _candidates(kind: str, args: tuple, kwargs: dict) -> dict[str, Callable[[], object]]:
+    """Every kernel we know for one recorded call, by name."""
+    mk = torch.ops.mkldnn
+    if kind == "conv":
+        x, w, b, stride, padding, dilation, groups = _conv_args(args, kwargs)
+        if isinstance(padding, list) and all(isinstance(p, int) for p in padding):
+            out = {"eager": lambda: F.conv2d(x, w, b, stride, padding, dilation, groups)}
+        else:  # padding="same" and the like: eager only
+            return {"eager": lambda: F.conv2d(*args, **kwargs)}
+        xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        out["channels_last"] = lambda: F.conv2d(xc, wc, b, stride, padding, dilation, groups)
+        if x.device.type == "cpu" and x.dtype == torch.float32 and hasattr(mk, "_convolution_pointwise"):
+            packed = mk._reorder_convolution_weight(w, padding, stride, dilation, groups, list(x.shape))
+            out["onednn_prepacked"] = lambda: mk._convolution_pointwise(x, packed, b, padding, stride, dilation,
+                                                                        groups, "none", [], "")
+        return out
+    if kind == "linear":
+        out = {"eager": lambda: F.linear(*args, **kwargs)}
+        x = args[0]
+        if x.device.type == "cpu" and x.dtype == torch.float32 and hasattr(mk, "_linear_pointwise"):
+            w = args[1] if len(args) > 1 else kwargs["weight"]
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            out["onednn"] = lambda: mk._linear_pointwise(x, w, b, "none", [], "")
+        return out
+    return {"eager": lambda: EAGER[kind](*args, **kwargs)}
+
+
+def unet_kernel_bound(unet: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                      repeats: int = 7) -> dict:
+    """Record one ``unet(x, t, emb)`` step and time each heavy call alone on every known kernel.
+
+    Returns per kind (conv, conv_transpose, linear, attention): the call count, the summed eager
+    seconds, the summed best seconds and how often each kernel won; plus ``bound_seconds``, the sum
+    of the best over all kinds (every other op free): a lower bound on the step with these kernels.
+    """
+    rec = _Recorder()
+    with torch.no_grad():
+        with rec:
+            unet(x, t, emb)
+        kinds: dict[str, dict] = {}
+        for kind, args, kwargs in rec.calls:
+            times = {name: _median_seconds(fn, repeats) for name, fn in _candidates(kind, args, kwargs).items()}
+            k = kinds.setdefault(kind, {"calls": 0, "eager_seconds": 0.0, "best_seconds": 0.0, "wins": {}})
+            k["calls"] += 1
+            k["eager_seconds"] += times["eager"]
+            best = min(times, key=times.get)
+            k["best_seconds"] += times[best]
+            k["wins"][best] = k["wins"].get(best, 0) + 1
+    return {"kinds": kinds, "eager_seconds": sum(k["eager_seconds"] for k in kinds.values()),
+            "bound_seconds": sum(k["best_seconds"] for k in kinds.values())}
