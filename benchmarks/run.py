@@ -178,8 +178,9 @@ def run(args) -> dict:
     def _load_ref():
         return load_ref(folder)
 
+    # loads take well under a second each and single ones move by 2x (page cache, collector): count 9
     rows["model load"] = {k: summary(v) for k, v in
-                          alternate({"ours": _load_ours, "diffusers": _load_ref}, repeats).items()}
+                          alternate({"ours": _load_ours, "diffusers": _load_ref}, repeats if args.quick else 9).items()}
     ours, ref = load_ours(ckpt), load_ref(folder)
 
     # end to end, and parity of the waveforms
