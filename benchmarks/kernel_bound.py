@@ -58,7 +58,8 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _conv_args(args: tuple, kwargs: dict) -> tuple:
-    """(x, w, b, stride, padding, dilation, groups) of a conv2d call, defaults filled, pairs as lists."""
+    """(x, w, b, stride, padding, dilation, groups) of a conv2d call, defaults filled, pairs as lists
+    (a string padding such as ``"same"`` is returned as given)."""
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
     defaults = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
     vals = dict(defaults)
@@ -68,8 +69,9 @@ def _conv_args(args: tuple, kwargs: dict) -> tuple:
     def pair(v):
         return [v, v] if isinstance(v, int) else list(v)
 
-    return (vals["input"], vals["weight"], vals["bias"], pair(vals["stride"]), pair(vals["padding"]),
-            pair(vals["dilation"]), vals["groups"])
+    padding = vals["padding"] if isinstance(vals["padding"], str) else pair(vals["padding"])
+    return (vals["input"], vals["weight"], vals["bias"], pair(vals["stride"]), padding, pair(vals["dilation"]),
+            vals["groups"])
 
 
 def _candidates(kind: str, args: tuple, kwargs: dict) -> dict[str, Callable[[], object]]:
@@ -77,10 +79,9 @@ def _candidates(kind: str, args: tuple, kwargs: dict) -> dict[str, Callable[[], 
     mk = torch.ops.mkldnn
     if kind == "conv":
         x, w, b, stride, padding, dilation, groups = _conv_args(args, kwargs)
-        if isinstance(padding, list) and all(isinstance(p, int) for p in padding):
-            out = {"eager": lambda: F.conv2d(x, w, b, stride, padding, dilation, groups)}
-        else:  # padding="same" and the like: eager only
-            return {"eager": lambda: F.conv2d(*args, **kwargs)}
+        out = {"eager": lambda: F.conv2d(x, w, b, stride, padding, dilation, groups)}
+        if isinstance(padding, str):  # "same"/"valid": the prepacked kernel takes explicit pads only
+            return out
         xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
         out["channels_last"] = lambda: F.conv2d(xc, wc, b, stride, padding, dilation, groups)
         if x.device.type == "cpu" and x.dtype == torch.float32 and hasattr(mk, "_convolution_pointwise"):
