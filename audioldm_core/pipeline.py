@@ -191,10 +191,11 @@ class AudioLDM:
 
         The UNet runs once per sampler step, so it is the only component worth compiling. The first
         call at each new latent shape pays the compilation. Measured on the project's 2-core CPU
-        machine (``python benchmarks/run.py --compile``, s-full-v2, 5.12 s): first call 122 s with a
-        cold inductor cache (21 s warm), then 0.62-0.81 s per step in two runs against 0.67 s eager: no
-        reliable gain on that CPU, whose convolutions and matmuls already run in oneDNN/BLAS kernels
-        near its fp32 peak. It is offered for GPUs and for CPUs where a measurement says otherwise.
+        machine (``python benchmarks/run.py --compile``, s-full-v2, 5.12 s; README "Speed" has the
+        latest run): first call 122-142 s with a cold inductor cache (21 s warm), then 0.69 s per step,
+        the same as eager (0.69 s): no reliable gain on that CPU, whose convolutions and matmuls already
+        run in oneDNN/BLAS kernels near its fp32 peak. It is offered for GPUs and for CPUs where a
+        measurement says otherwise.
         Outputs match eager to float rounding. Needs a C++ compiler on CPU, as inductor does.
         """
         self.unet.compile(**options)

@@ -13,7 +13,9 @@ every kernel we know for it, and the fastest is kept:
 The sum of the per-call minima, with every other op (norms, activations, adds, copies) counted as
 free, is a lower bound on a step built from these kernels: a step cannot beat it without new kernels
 or fewer FLOPs. ``benchmarks/run.py`` turns it into the best UNet and end-to-end ratios against
-diffusers that this machine allows.
+diffusers that this machine allows. Each call's FLOPs are counted too (``torch.utils.flop_counter``),
+so the GFLOP/s per kind, eager and best, can be set against the machine's measured peak: a kind that
+already runs at the peak can only get faster with fewer FLOPs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import FlopCounterMode
 
 KINDS = {F.conv2d: "conv", F.conv_transpose2d: "conv_transpose", F.linear: "linear",
          F.scaled_dot_product_attention: "attention"}
@@ -45,6 +48,19 @@ class _Recorder(TorchFunctionMode):
             self.calls.append((kind, tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args),
                                dict(kwargs)))
         return func(*args, **kwargs)
+
+
+def flop_counter() -> FlopCounterMode:
+    """A ``FlopCounterMode`` that also counts CPU attention: torch's table has the CUDA
+    flash/efficient/cuDNN attention kernels but not ``_scaled_dot_product_flash_attention_for_cpu``,
+    which ``F.scaled_dot_product_attention`` runs on CPU, so its two matmuls would count as zero."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return FlopCounterMode(display=False, custom_mapping={op: cpu_sdpa} if op is not None else None)
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -104,9 +120,10 @@ def unet_kernel_bound(unet: Callable[..., torch.Tensor], x: torch.Tensor, t: tor
                       repeats: int = 7) -> dict:
     """Record one ``unet(x, t, emb)`` step and time each heavy call alone on every known kernel.
 
-    Returns per kind (conv, conv_transpose, linear, attention): the call count, the summed eager
-    seconds, the summed best seconds and how often each kernel won; plus ``bound_seconds``, the sum
-    of the best over all kinds (every other op free): a lower bound on the step with these kernels.
+    Returns per kind (conv, conv_transpose, linear, attention): the call count, the summed FLOPs, the
+    summed eager seconds, the summed best seconds, how often each kernel won, and the GFLOP/s of eager
+    and best; plus ``eager_seconds`` and ``bound_seconds``, the sums over all kinds. ``bound_seconds``
+    (every other op free) is a lower bound on the step with these kernels.
     """
     rec = _Recorder()
     with torch.no_grad():
@@ -114,12 +131,20 @@ def unet_kernel_bound(unet: Callable[..., torch.Tensor], x: torch.Tensor, t: tor
             unet(x, t, emb)
         kinds: dict[str, dict] = {}
         for kind, args, kwargs in rec.calls:
-            times = {name: _median_seconds(fn, repeats) for name, fn in _candidates(kind, args, kwargs).items()}
-            k = kinds.setdefault(kind, {"calls": 0, "eager_seconds": 0.0, "best_seconds": 0.0, "wins": {}})
+            candidates = _candidates(kind, args, kwargs)
+            with flop_counter() as fc:
+                candidates["eager"]()
+            times = {name: _median_seconds(fn, repeats) for name, fn in candidates.items()}
+            k = kinds.setdefault(kind, {"calls": 0, "flops": 0, "eager_seconds": 0.0, "best_seconds": 0.0,
+                                        "wins": {}})
             k["calls"] += 1
+            k["flops"] += fc.get_total_flops()
             k["eager_seconds"] += times["eager"]
             best = min(times, key=times.get)
             k["best_seconds"] += times[best]
             k["wins"][best] = k["wins"].get(best, 0) + 1
+    for k in kinds.values():
+        k["eager_gflops_per_s"] = k["flops"] / k["eager_seconds"] / 1e9
+        k["best_gflops_per_s"] = k["flops"] / k["best_seconds"] / 1e9
     return {"kinds": kinds, "eager_seconds": sum(k["eager_seconds"] for k in kinds.values()),
             "bound_seconds": sum(k["best_seconds"] for k in kinds.values())}

@@ -26,6 +26,7 @@ def test_benchmark_quick_mode(tmp_path):
     kb = res["unet_kernel_bound"]  # the kernel lower bound ran on the tiny UNet's recorded calls
     assert {"conv", "linear", "attention"} <= set(kb["kinds"]) and 0 < kb["bound_seconds"] <= kb["eager_seconds"]
     assert kb["max_unet_ratio"] > 0 and kb["max_e2e_ratio"] > 0 and "kernel bound" in r.stdout
+    assert kb["kinds"]["conv"]["flops"] > 0 and "other_ops_seconds" in kb and "of peak eager" in r.stdout
 
 
 def test_kernel_bound_records_every_heavy_call():
@@ -53,3 +54,21 @@ def test_kernel_bound_records_every_heavy_call():
 
     r = unet_kernel_bound(fake_unet, x, None, None, repeats=1)
     assert r["kinds"]["conv"]["calls"] == 1 and r["kinds"]["linear"]["calls"] == 1
+    # FLOPs per kind as torch counts them: conv 2*B*Cout*H*W*Cin*9, linear 2*rows*in*out
+    assert r["kinds"]["conv"]["flops"] == 2 * 2 * 4 * 25 * 3 * 9
+    assert r["kinds"]["linear"]["flops"] == 2 * (2 * 4) * 25 * 6
+    assert r["kinds"]["conv"]["eager_gflops_per_s"] > 0
+
+
+def test_flop_counter_counts_cpu_attention():
+    """torch's FlopCounterMode has no formula for the CPU flash-attention kernel; ours adds it (QK^T and
+    PV: 4*B*H*N*M*D), so the harness's GFLOP/s include attention for ours and diffusers alike."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import torch
+    import torch.nn.functional as F
+    from kernel_bound import flop_counter
+
+    q, k = torch.randn(2, 4, 16, 8), torch.randn(2, 4, 24, 8)
+    with torch.no_grad(), flop_counter() as fc:
+        F.scaled_dot_product_attention(q, k, k)
+    assert fc.get_total_flops() == 4 * 2 * 4 * 16 * 24 * 8
