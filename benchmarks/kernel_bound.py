@@ -11,8 +11,11 @@ every kernel we know for it, and the fastest is kept:
 - transposed convolution and attention: as eager runs them.
 
 The sum of the per-call minima, with every other op (norms, activations, adds, copies) counted as
-free, is a lower bound on a step built from these kernels: a step cannot beat it without new kernels
-or fewer FLOPs. ``benchmarks/run.py`` turns it into the best UNet and end-to-end ratios against
+free, bounds a step built from these kernels from below: a step cannot beat it without new kernels or
+fewer FLOPs. It is a measurement, not a proof: a call timed alone is not always faster than the same
+call inside the step (cache and allocator state differ), so the bound can sit a few percent high;
+``run.py`` reports the step's time beyond its kernels timed alone (``other_ops_seconds``), which shows
+when that happens. ``benchmarks/run.py`` turns it into the best UNet and end-to-end ratios against
 diffusers that this machine allows. Each call's FLOPs are counted too (``torch.utils.flop_counter``),
 so the GFLOP/s per kind, eager and best, can be set against the machine's measured peak: a kind that
 already runs at the peak can only get faster with fewer FLOPs.
@@ -123,8 +126,8 @@ def unet_kernel_bound(unet: Callable[..., torch.Tensor], x: torch.Tensor, t: tor
     Returns per kind (conv, conv_transpose, linear, attention): the call count, the summed FLOPs, the
     summed eager seconds, the summed best seconds, how often each kernel won, and the GFLOP/s of eager
     and best; plus ``eager_seconds`` and ``bound_seconds``, the sums over all kinds. ``bound_seconds``
-    (every other op free) is a lower bound on the step with these kernels.
-    """
+    (every other op free) is a measured lower bound on the step with these kernels (see the module
+    docstring for its caveat)."""
     rec = _Recorder()
     with torch.no_grad():
         with rec:
