@@ -15,7 +15,8 @@ free, bounds a step built from these kernels from below: a step cannot beat it w
 fewer FLOPs. It is a measurement, not a proof: a call timed alone is not always faster than the same
 call inside the step (cache and allocator state differ), so the bound can sit a few percent high;
 ``run.py`` reports the step's time beyond its kernels timed alone (``other_ops_seconds``), which shows
-when that happens. ``benchmarks/run.py`` turns it into the best UNet and end-to-end ratios against
+when that happens, and :func:`in_step_split` times the same kinds inside the step with the profiler,
+for ours and diffusers alike. ``benchmarks/run.py`` turns the bound into the best UNet and end-to-end ratios against
 diffusers that this machine allows. Each call's FLOPs are counted too (``torch.utils.flop_counter``),
 so the GFLOP/s per kind, eager and best, can be set against the machine's measured peak: a kind that
 already runs at the peak can only get faster with fewer FLOPs.
@@ -151,3 +152,47 @@ def unet_kernel_bound(unet: Callable[..., torch.Tensor], x: torch.Tensor, t: tor
         k["best_gflops_per_s"] = k["flops"] / k["best_seconds"] / 1e9
     return {"kinds": kinds, "eager_seconds": sum(k["eager_seconds"] for k in kinds.values()),
             "bound_seconds": sum(k["best_seconds"] for k in kinds.values())}
+
+
+# The aten ops whose inclusive time is one heavy call, as the profiler names them (what F.conv2d,
+# F.conv_transpose2d, F.linear and F.scaled_dot_product_attention dispatch to first).
+ATEN_KINDS = {"aten::conv2d": "conv", "aten::conv_transpose2d": "conv_transpose", "aten::linear": "linear",
+              "aten::scaled_dot_product_attention": "attention"}
+
+
+def in_step_split(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, dict]:
+    """Time whole UNet steps under ``torch.profiler`` and split each by kind.
+
+    The other half of the picture :func:`unet_kernel_bound` gives: there every heavy call is timed
+    alone, here inside the step, with caches and allocator as the step leaves them. ``fns`` maps a name
+    to a zero-argument step (ours, diffusers); after one unprofiled warm-up each, they are profiled
+    alternately, ``repeats`` times each, and for each name the run with the median wall time is kept:
+    per kind (the values of :data:`ATEN_KINDS`) its call count and inclusive CPU seconds,
+    ``kernel_seconds`` (their sum) and ``other_seconds`` (the rest of the step: norms, activations,
+    adds, copies, Python). Wall times include the profiler's own overhead, a few microseconds per op,
+    so compare them with each other, not with unprofiled medians."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    runs: dict[str, list[dict]] = {name: [] for name in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    t0 = time.perf_counter()
+                    fn()
+                    wall = time.perf_counter() - t0
+                kinds: dict[str, dict] = {}
+                for ev in prof.key_averages():
+                    kind = ATEN_KINDS.get(ev.key)
+                    if kind is not None:
+                        k = kinds.setdefault(kind, {"calls": 0, "seconds": 0.0})
+                        k["calls"] += ev.count
+                        k["seconds"] += ev.cpu_time_total / 1e6
+                kernels = sum(k["seconds"] for k in kinds.values())
+                runs[name].append({"wall_seconds": wall, "kinds": kinds, "kernel_seconds": kernels,
+                                   "other_seconds": wall - kernels})
+    return {name: sorted(r, key=lambda x: x["wall_seconds"])[len(r) // 2] for name, r in runs.items()}

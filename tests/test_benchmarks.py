@@ -27,6 +27,11 @@ def test_benchmark_quick_mode(tmp_path):
     assert {"conv", "linear", "attention"} <= set(kb["kinds"]) and 0 < kb["bound_seconds"] <= kb["eager_seconds"]
     assert kb["max_unet_ratio"] > 0 and kb["max_e2e_ratio"] > 0 and "kernel bound" in r.stdout
     assert kb["kinds"]["conv"]["flops"] > 0 and "other_ops_seconds" in kb and "of peak eager" in r.stdout
+    ins = res["unet_in_step"]  # both steps split by kind under the profiler
+    for impl in ("ours", "diffusers"):
+        assert {"conv", "linear", "attention"} <= set(ins[impl]["kinds"])
+        assert 0 < ins[impl]["kernel_seconds"] <= ins[impl]["wall_seconds"]
+    assert ins["max_unet_ratio"] > 0 and "inside the step (profiler" in r.stdout
 
 
 def test_kernel_bound_records_every_heavy_call():
@@ -72,3 +77,31 @@ def test_flop_counter_counts_cpu_attention():
     with torch.no_grad(), flop_counter() as fc:
         F.scaled_dot_product_attention(q, k, k)
     assert fc.get_total_flops() == 4 * 2 * 4 * 16 * 24 * 8
+
+
+def test_in_step_split_counts_each_kind():
+    """The profiler split finds every heavy call of a step by kind, with its time inside the step."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import pytest
+    import torch
+    import torch.nn.functional as F
+    from kernel_bound import in_step_split
+
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    up = torch.nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1)
+    lin = torch.nn.Linear(64, 8)
+
+    def step():
+        h = up(conv(torch.randn(2, 3, 4, 4)))  # (2, 4, 8, 8)
+        q = lin(h.flatten(2))  # (2, 4, 8)
+        return F.scaled_dot_product_attention(q[:, None], q[:, None], q[:, None])
+
+    r = in_step_split({"a": step, "b": step}, repeats=2)
+    for name in ("a", "b"):
+        kinds = r[name]["kinds"]
+        assert {k: v["calls"] for k, v in kinds.items()} == {"conv": 1, "conv_transpose": 1, "linear": 1,
+                                                            "attention": 1}
+        assert all(v["seconds"] > 0 for v in kinds.values())
+        assert r[name]["other_seconds"] == pytest.approx(r[name]["wall_seconds"] - r[name]["kernel_seconds"])
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        in_step_split({"a": step}, repeats=0)
