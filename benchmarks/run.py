@@ -225,9 +225,13 @@ def run(args) -> dict:
         "VAE decode": {"ours": lambda: ours.vae.decode(z), "diffusers": lambda: ref.vae.decode(z).sample},
         "vocoder": {"ours": lambda: ours.vocoder(mel), "diffusers": lambda: ref.vocoder(mel)},
     }
+    # this VM's speed wanders by 10% within minutes: short stages get more counted runs (a UNet step's
+    # median of 3 moved from 1.13x to 0.98x between two full runs of the same code)
+    counts = {"text encoding (prompt + negative)": 9, "UNet step (batch 2)": 9, "VAE decode": 5, "vocoder": 5}
     flops = {}
     for label, fns in stages.items():
-        rows[label] = {k: summary(v) for k, v in alternate(fns, max(repeats, 3)).items()}
+        n = max(repeats, 3) if args.quick else max(repeats, counts[label])
+        rows[label] = {k: summary(v) for k, v in alternate(fns, n).items()}
         flops[label] = {impl: count_flops(fn) for impl, fn in fns.items()}  # ours skips the 512-token padding
         for impl in ("ours", "diffusers"):
             rows[label][impl]["gflops_per_s"] = flops[label][impl] / rows[label][impl]["median"] / 1e9
@@ -268,7 +272,7 @@ def run(args) -> dict:
         compile_s = time.perf_counter() - t0
         rows["UNet step (ours compiled)"] = {k: summary(v) for k, v in alternate(
             {"ours": stages["UNet step (batch 2)"]["ours"], "diffusers": stages["UNet step (batch 2)"]["diffusers"]},
-            max(repeats, 3)).items()}
+            max(repeats, 3) if args.quick else max(repeats, 9)).items()}
         with torch.no_grad():
             cerr = float((ours.unet(lat2, t, emb2) - ref.unet(lat2, t, encoder_hidden_states=None,
                                                               class_labels=emb2).sample).abs().max())
@@ -293,7 +297,7 @@ def run(args) -> dict:
 
 def print_table(res: dict) -> None:
     print(f"\nmodel {res['model']}, {res['threads']} threads, fp32, DDIM {res['steps']} steps, guidance 2.5, "
-          f"{res['repeats']} counted runs each (median, min-max)")
+          f"{res['repeats']} counted runs each unless the row says n=... (median, min-max)")
     pk = res["peak_gflops"]
     print(f"measured fp32 peak {pk['peak']:.0f} GFLOP/s (best of sgemm {pk['sgemm']:.0f}, 3x3 conv {pk['conv3x3']:.0f})")
     head = f"{'row':38} {'ours s':>22} {'diffusers s':>22} {'diffusers/ours':>15} {'GFLOP/s ours/ref':>18}"
@@ -302,6 +306,8 @@ def print_table(res: dict) -> None:
     for label, r in res["rows"].items():
         o, d = r["ours"], r["diffusers"]
         g = f"{o['gflops_per_s']:.0f}/{d['gflops_per_s']:.0f}" if "gflops_per_s" in o else ""
+        if o.get("runs", res["repeats"]) != res["repeats"]:
+            label = f"{label} n={o['runs']}"
         print(f"{label:38} {o['median']:8.3f} ({o['min']:.3f}-{o['max']:.3f}) {d['median']:8.3f} "
               f"({d['min']:.3f}-{d['max']:.3f}) {r['ratio']:14.2f}x {g:>18}")
     rss = res["peak_rss_mib"]
