@@ -110,9 +110,11 @@ class Upsample(nn.Module):
     def folded_weight(self) -> torch.Tensor:
         """The (C_in, C_out, 4, 4) transposed-convolution kernel equal to this layer's 3x3 conv after
         nearest 2x upsampling. Cached while the conv weight is unchanged (same storage, dtype, device
-        and version counter); recomputed, differentiably, whenever autograd needs it."""
+        and version counter); recomputed, differentiably, whenever autograd needs it, and traced into
+        the graph under ``torch.compile`` (the cache key's ``data_ptr`` would break the graph, and the
+        cache's own state would fail a guard and recompile on the second call)."""
         w = self.conv.weight
-        if torch.is_grad_enabled() and w.requires_grad:
+        if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
             return fold_upsample_kernel(w)
         key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
         if self._folded is None or self._folded[0] != key:

@@ -4,7 +4,8 @@
   falls back where it must (odd target sizes, small grids), and its kernel cache follows weight
   changes (in-place edits, dtype casts).
 - ``load_components`` (one header parse for all components) loads what ``load_component`` loads.
-- ``AudioLDM.compile()`` keeps the UNet module and its state dict and matches eager.
+- ``AudioLDM.compile()`` keeps the UNet module and its state dict and matches eager; the UNet
+  traces as one graph (no graph break at the folded upsamplers) that later calls reuse.
 """
 
 from __future__ import annotations
@@ -117,6 +118,32 @@ def test_compile_keeps_module_and_matches_eager(converted_file):
     err, rel = rel_err(compiled, eager)
     print(f"\ncompiled vs eager UNet (tiny): max abs {err:.2e}, rel {rel:.2e}")
     assert rel < 1e-5, f"compiled vs eager: max abs {err:.2e}, rel {rel:.2e}"
+
+
+def test_compiled_unet_is_one_graph_and_never_recompiles():
+    """The whole UNet forward is one dynamo frame, reused on later calls. The folded upsampler's kernel
+    cache used to break the graph (``data_ptr`` in its key) and fail a guard on the second call (the
+    cache had filled), so compiled runs were partly eager and paid a second compilation."""
+    from torch._dynamo.testing import CompileCounter
+
+    from audioldm_core import AudioLDM
+
+    torch._dynamo.reset()
+    pipe = AudioLDM.from_pretrained("tiny")
+    x = torch.randn(2, 8, 32, 16, generator=torch.Generator().manual_seed(0))  # two folded upsamplers
+    emb = F.normalize(torch.randn(2, pipe.config.unet.class_embed_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+    counter = CompileCounter()
+    try:
+        with torch.no_grad():
+            eager = pipe.unet(x, 500, emb)
+            pipe.unet.compile(backend=counter)
+            outs = [pipe.unet(x, 500, emb) for _ in range(3)]
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count == 1, f"{counter.frame_count} frames compiled over 3 calls (graph breaks or recompiles)"
+    for y in outs:
+        err, rel = rel_err(y, eager)
+        assert rel < 1e-6, f"traced vs eager: max abs {err:.2e}, rel {rel:.2e}"
 
 
 def test_float16_on_cpu_warns(converted_file):
