@@ -2,7 +2,8 @@
 
     python benchmarks/run.py            # full-size random-weight s-full-v2 (about 20-30 minutes)
     python benchmarks/run.py --quick    # the tiny model, seconds; CI runs this as a test
-    python benchmarks/run.py --compile  # also our UNet under torch.compile (one-time cost reported)
+    python benchmarks/run.py --compile  # also our UNet under torch.compile, plain and with inductor's
+                                        # freezing pass (one-time costs reported)
 
 It builds (or reuses) the random-weight cvssp folder in ``benchmarks/work/``, converts it, then
 measures both implementations alternating (warm-up first, then A B A B ...), same seed, fp32,
@@ -277,6 +278,29 @@ def run(args) -> dict:
             cerr = float((ours.unet(lat2, t, emb2) - ref.unet(lat2, t, encoder_hidden_states=None,
                                                               class_labels=emb2).sample).abs().max())
         compiled = {"first_call_seconds": compile_s, "max_abs_diff_vs_diffusers": cerr}
+        # the same with inductor's freezing pass (weights become graph constants, so convolutions and
+        # linears get prepacked oneDNN kernels, the kernel bound's fastest, with norms and activations
+        # fused around them): the bound's kernel choice realised inside the step. Not a library default:
+        # it bakes the weights into the graph. A fresh model after a dynamo reset, or the graph above
+        # would be reused.
+        import torch._inductor.config as inductor_config
+
+        torch._dynamo.reset()
+        ours = None
+        gc.collect()
+        frozen = load_ours(ckpt)
+        frozen.compile()
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            t0 = time.perf_counter()
+            ferr = float((frozen.unet(lat2, t, emb2) - ref.unet(lat2, t, encoder_hidden_states=None,
+                                                                  class_labels=emb2).sample).abs().max())
+            frozen_s = time.perf_counter() - t0
+            rows["UNet step (ours compiled, freezing)"] = {k: summary(v) for k, v in alternate(
+                {"ours": lambda: frozen.unet(lat2, t, emb2), "diffusers": stages["UNet step (batch 2)"]["diffusers"]},
+                max(repeats, 3) if args.quick else max(repeats, 9)).items()}
+        compiled.update(freezing_first_call_seconds=frozen_s, freezing_max_abs_diff_vs_diffusers=ferr)
+        frozen = None
+        torch._dynamo.reset()
     ours = ref = None  # free both models before the RSS child processes run
     gc.collect()
     # peak RSS moves by ~100 MiB between identical fresh processes (page-cache state decides how many
@@ -342,7 +366,8 @@ def print_table(res: dict) -> None:
     if res.get("compiled_unet"):
         c = res["compiled_unet"]
         print(f"torch.compile (ours, UNet): first call {c['first_call_seconds']:.1f} s (one-time), "
-              f"max abs diff vs diffusers {c['max_abs_diff_vs_diffusers']:.2e}")
+              f"max abs diff vs diffusers {c['max_abs_diff_vs_diffusers']:.2e}; with inductor freezing: first "
+              f"call {c['freezing_first_call_seconds']:.1f} s, max abs diff {c['freezing_max_abs_diff_vs_diffusers']:.2e}")
     print("waveform max abs diff ours vs diffusers: " +
           ", ".join(f"{k:g} s: {v:.2e}" for k, v in res["max_abs_diff"].items()))
 
@@ -354,7 +379,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--compile", action="store_true",
-                   help="also time our UNet under torch.compile (reports the one-time compile cost)")
+                   help="also time our UNet under torch.compile, plain and with inductor freezing "
+                        "(reports the one-time compile costs)")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for the reference model and our file")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<model>.json)")
     p.add_argument("--rss-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)

@@ -1,4 +1,5 @@
-"""The benchmark harness's --quick mode runs (so it never rots); it asserts nothing about speed."""
+"""The benchmark harness's --quick mode runs, --compile rows included (so it never rots); it asserts nothing
+about speed."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_benchmark_quick_mode(tmp_path):
     out = tmp_path / "quick.json"
-    r = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--work", str(tmp_path / "work"),
-                        "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    r = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--compile", "--work", str(tmp_path / "work"),
+                        "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["model"] == "tiny"
@@ -32,6 +33,10 @@ def test_benchmark_quick_mode(tmp_path):
         assert {"conv", "linear", "attention"} <= set(ins[impl]["kinds"])
         assert 0 < ins[impl]["kernel_seconds"] <= ins[impl]["wall_seconds"]
     assert ins["max_unet_ratio"] > 0 and "inside the step (profiler" in r.stdout
+    c = res["compiled_unet"]  # --compile: plain and frozen torch.compile rows, both at parity
+    for row in ("UNet step (ours compiled)", "UNet step (ours compiled, freezing)"):
+        assert res["rows"][row]["ratio"] > 0
+    assert c["max_abs_diff_vs_diffusers"] < 1e-4 and c["freezing_max_abs_diff_vs_diffusers"] < 1e-4
 
 
 def test_kernel_bound_records_every_heavy_call():
