@@ -190,14 +190,21 @@ class AudioLDM:
         module, with the same state dict); returns self. ``options`` go to ``torch.compile``.
 
         The UNet runs once per sampler step, so it is the only component worth compiling. The first
-        call at each new latent shape pays the compilation. Measured on the project's 2-core CPU
-        machine (``python benchmarks/run.py --compile``, s-full-v2, 5.12 s; README "Speed" has the
-        latest run): first call 122-142 s with a cold inductor cache (21 s warm), then 0.69 s per step,
-        the same as eager (0.69 s): no reliable gain on that CPU, whose convolutions and matmuls already
-        run in oneDNN/BLAS kernels near its fp32 peak. It is offered for GPUs and for CPUs where a
-        measurement says otherwise.
+        call at each new latent shape pays the compilation; the whole forward is one graph, reused by
+        later calls. On the CPU, inductor's layout optimisation (channels-last convolutions) is off
+        unless ``options={"layout_optimization": True}`` (or a ``mode``) is given: on the project's
+        2-core machine it made the compiled s-full-v2 step slower than eager (0.84 s against 0.68 s),
+        and without it the compiled step was 0.78 s against 0.81 s eager in one process.
+        Measured there (``python benchmarks/run.py --compile``, s-full-v2, 5.12 s; README "Speed" has
+        the latest run): first call about 20 s with a warm inductor cache, 100 s cold, then within a
+        few percent of eager, whose convolutions and matmuls already run in oneDNN/BLAS kernels near
+        that CPU's fp32 peak. It is offered for GPUs and for CPUs where a measurement says otherwise.
         Outputs match eager to float rounding. Needs a C++ compiler on CPU, as inductor does.
         """
+        if "mode" not in options and next(self.unet.parameters()).device.type == "cpu":
+            inductor = dict(options.pop("options", None) or {})
+            inductor.setdefault("layout_optimization", False)
+            options["options"] = inductor
         self.unet.compile(**options)
         return self
 

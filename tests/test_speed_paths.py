@@ -146,6 +146,24 @@ def test_compiled_unet_is_one_graph_and_never_recompiles():
         assert rel < 1e-6, f"traced vs eager: max abs {err:.2e}, rel {rel:.2e}"
 
 
+def test_compile_turns_cpu_layout_optimisation_off_unless_asked(monkeypatch):
+    """On the CPU, compile() passes inductor ``layout_optimization=False`` (measured slower here), keeps
+    the caller's other inductor options, and leaves the caller's own choice or a ``mode`` alone."""
+    from audioldm_core import AudioLDM
+
+    pipe = AudioLDM.from_pretrained("tiny")
+    seen = []
+    monkeypatch.setattr(pipe.unet, "compile", lambda **kw: seen.append(kw))
+    pipe.compile()
+    pipe.compile(options={"freezing": True})
+    pipe.compile(options={"layout_optimization": True})
+    pipe.compile(mode="max-autotune")
+    assert seen == [{"options": {"layout_optimization": False}},
+                    {"options": {"freezing": True, "layout_optimization": False}},
+                    {"options": {"layout_optimization": True}},
+                    {"mode": "max-autotune"}]
+
+
 def test_float16_on_cpu_warns(converted_file):
     from audioldm_core import AudioLDM
 
