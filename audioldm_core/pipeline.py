@@ -196,7 +196,7 @@ class AudioLDM:
         2-core machine it made the compiled s-full-v2 step slower than eager (0.84 s against 0.68 s),
         and without it the compiled step was 0.78 s against 0.81 s eager in one process.
         Measured there (``python benchmarks/run.py --compile``, s-full-v2, 5.12 s; README "Speed" has
-        the latest run): first call about 20 s with a warm inductor cache, 100 s cold, then within a
+        the latest run): first call 10-20 s with a warm inductor cache, about 100 s cold, then within a
         few percent of eager, whose convolutions and matmuls already run in oneDNN/BLAS kernels near
         that CPU's fp32 peak. It is offered for GPUs and for CPUs where a measurement says otherwise.
         Outputs match eager to float rounding. Needs a C++ compiler on CPU, as inductor does.
