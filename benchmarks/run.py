@@ -266,39 +266,40 @@ def run(args) -> dict:
 
     compiled = None
     if args.compile:  # opt-in torch.compile of our UNet: one-time cost, then per-step time vs eager diffusers
+        import torch._inductor.config as inductor_config
+
+        ref_step = stages["UNet step (batch 2)"]["diffusers"]
+        with torch.no_grad():
+            ref_out = ref_step()
+
+        def compiled_row(label: str, unet) -> tuple[float, float]:
+            """Time the first call (the compilation) alone, take its max abs diff against diffusers'
+            step, then alternate the compiled step with diffusers' into ``rows[label]``."""
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                out = unet(lat2, t, emb2)
+                first = time.perf_counter() - t0
+            rows[label] = {k: summary(v) for k, v in alternate(
+                {"ours": lambda: unet(lat2, t, emb2), "diffusers": ref_step},
+                max(repeats, 3) if args.quick else max(repeats, 9)).items()}
+            return first, float((out - ref_out).abs().max())
+
         ours.compile()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            ours.unet(lat2, t, emb2)
-        compile_s = time.perf_counter() - t0
-        rows["UNet step (ours compiled)"] = {k: summary(v) for k, v in alternate(
-            {"ours": stages["UNet step (batch 2)"]["ours"], "diffusers": stages["UNet step (batch 2)"]["diffusers"]},
-            max(repeats, 3) if args.quick else max(repeats, 9)).items()}
-        with torch.no_grad():
-            cerr = float((ours.unet(lat2, t, emb2) - ref.unet(lat2, t, encoder_hidden_states=None,
-                                                              class_labels=emb2).sample).abs().max())
-        compiled = {"first_call_seconds": compile_s, "max_abs_diff_vs_diffusers": cerr}
+        compile_s, cerr = compiled_row("UNet step (ours compiled)", ours.unet)
         # the same with inductor's freezing pass (weights become graph constants, so convolutions and
         # linears get prepacked oneDNN kernels, the kernel bound's fastest, with norms and activations
         # fused around them): the bound's kernel choice realised inside the step. Not a library default:
-        # it bakes the weights into the graph. A fresh model after a dynamo reset, or the graph above
+        # it bakes the weights into the graph, and it must be on while dynamo traces (torch.compile's
+        # options= does not reach the trace). A fresh model after a dynamo reset, or the graph above
         # would be reused.
-        import torch._inductor.config as inductor_config
-
         torch._dynamo.reset()
         ours = None
         gc.collect()
-        frozen = load_ours(ckpt)
-        frozen.compile()
-        with inductor_config.patch(freezing=True), torch.no_grad():
-            t0 = time.perf_counter()
-            ferr = float((frozen.unet(lat2, t, emb2) - ref.unet(lat2, t, encoder_hidden_states=None,
-                                                                  class_labels=emb2).sample).abs().max())
-            frozen_s = time.perf_counter() - t0
-            rows["UNet step (ours compiled, freezing)"] = {k: summary(v) for k, v in alternate(
-                {"ours": lambda: frozen.unet(lat2, t, emb2), "diffusers": stages["UNet step (batch 2)"]["diffusers"]},
-                max(repeats, 3) if args.quick else max(repeats, 9)).items()}
-        compiled.update(freezing_first_call_seconds=frozen_s, freezing_max_abs_diff_vs_diffusers=ferr)
+        frozen = load_ours(ckpt).compile()
+        with inductor_config.patch(freezing=True):
+            frozen_s, ferr = compiled_row("UNet step (ours compiled, freezing)", frozen.unet)
+        compiled = {"first_call_seconds": compile_s, "max_abs_diff_vs_diffusers": cerr,
+                    "freezing_first_call_seconds": frozen_s, "freezing_max_abs_diff_vs_diffusers": ferr}
         frozen = None
         torch._dynamo.reset()
     ours = ref = None  # free both models before the RSS child processes run
