@@ -30,6 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference import FULL_SIZE, write_cvssp_folder  # noqa: E402
 
+# Tests whose reference, optional extra or browser is missing fail by default. Someone who knows they
+# lack one opts out by naming it: AUDIOLDM_TEST_OPT_OUT=paddle,browser (names: original, paddle, onnx,
+# openvino, ui, browser, ray). Then those tests skip, saying so.
+OPT_OUT = frozenset(s.strip() for s in os.environ.get("AUDIOLDM_TEST_OPT_OUT", "").split(",") if s.strip())
+
+
+def require(what: str, missing: str) -> None:
+    """Called where ``missing`` (what is absent, in words) stops a test: fails it, unless ``what`` is
+    listed in ``AUDIOLDM_TEST_OPT_OUT``, then skips it naming the opt-out."""
+    if what in OPT_OUT:
+        pytest.skip(f"{missing} (opted out: AUDIOLDM_TEST_OPT_OUT contains {what!r})")
+    pytest.fail(f"{missing}; install it as the README's test command does, or set "
+                f"AUDIOLDM_TEST_OPT_OUT={what} to skip these tests knowingly", pytrace=False)
+
+
 # Same thread count in every run, so timings and float reductions are comparable.
 torch.set_num_threads(int(os.environ.get("AUDIOLDM_TEST_THREADS", os.cpu_count() or 1)))
 
