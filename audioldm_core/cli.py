@@ -7,16 +7,14 @@ Errors print one line (``audioldm: error: ...``) and exit with status 2; nothing
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import AudioLDMError, InputError, SourceNotFoundError
+from .errors import AudioLDMError, InputError
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -55,6 +53,16 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if not 0 <= v < 2**63:
         raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {text}")
+    return v
+
+
+def _gpus(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (a fraction shares a GPU), got {text}")
     return v
 
 
@@ -108,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling behaviour: diffusers (default) or original (the original AudioLDM code: DDIM "
                         "eta 1.0, 10%% of prompts swapped for the empty prompt, latent clipping; see README "
                         "'Differences')")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="with --prompts: run the batch on Ray actors; no ADDRESS starts a local Ray runtime, an "
+                        "ADDRESS (host:port) joins that cluster; the model path and the output folder must be "
+                        "reachable under the same path on every node (needs the extra [ray])")
+    g.add_argument("--workers", type=_positive_int, default=None, help="with --ray: Ray actors (default 2)")
+    g.add_argument("--threads-per-worker", type=_positive_int, default=None,
+                   help="with --ray: CPUs reserved and torch threads per actor (default 1)")
+    g.add_argument("--gpus-per-worker", type=_gpus, default=None,
+                   help="with --ray: GPUs per actor, a fraction shares one (default 0; > 0 implies --device cuda)")
     g.add_argument("--allow-long", action="store_true",
                    help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
     t = sub.add_parser("transfer", parents=[common], help="text-guided style transfer of an audio file")
@@ -131,17 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _slug(text: str, limit: int = 40) -> str:
-    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-    return s[:limit].rstrip("-") or "audio"
-
-
-def _numbered(path: Path, n: int) -> list[Path]:
-    if n == 1:
-        return [path]
-    return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
-
-
 def _check_writable_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise InputError(f"output folder {folder} does not exist; create it first")
@@ -150,167 +156,54 @@ def _check_writable_folder(folder: Path) -> None:
 
 
 def _load(args) -> Any:
-    import torch
+    from .batch import ModelSpec, load_pipeline
 
-    from .pipeline import AudioLDM
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.model == "tiny":
-        print("note: model 'tiny' has seeded random weights: the audio is noise, not sound "
-              "(use --model with a converted file, a cvssp folder or a Hub repo id for real audio)",
-              file=sys.stderr)
-    t0 = time.perf_counter()
-    try:
-        pipe = AudioLDM.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
-                                        compile=args.compile)
-    except SourceNotFoundError as e:
-        raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
-    return pipe, time.perf_counter() - t0
-
-
-def _generate_one(pipe, *, prompt: str, seed: int, seconds: float, steps: int, guidance: float,
-                  negative: Optional[str], sampler: str, n: int, progress: bool, allow_long: bool = False,
-                  compat: str = "diffusers"):
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    out = pipe(prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=guidance,
-               negative_prompt=negative, num_waveforms_per_prompt=n, generator=gen, sampler=sampler,
-               progress=progress, allow_long=allow_long, compat=compat)
-    return out.audios
+    return load_pipeline(ModelSpec(args.model, device=args.device, dtype=args.dtype, compile=args.compile),
+                         args.threads)
 
 
 def cmd_generate(args) -> int:
     """``audioldm generate``: one prompt to one (or n numbered) files, or a batch with --prompts."""
     from .audio import format_for, write_audio
+    from .batch import generate_audio, numbered
 
     if (args.prompt is None) == (args.prompts is None):
         raise InputError("give either a PROMPT or --prompts FILE")
     if args.prompts is not None:
         return _batch(args)
+    if args.ray is not None:
+        raise InputError("--ray runs a batch: give --prompts FILE")
     out = Path(args.output or "out.wav")
     fmt = format_for(out, args.format)
     _check_writable_folder(out.parent if str(out.parent) else Path("."))
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pipe, load_s = _load(args)
     t0 = time.perf_counter()
-    audios = _generate_one(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
-                           guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
-                           progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat)
+    audios = generate_audio(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
+                            guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
+                            progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat)
     gen_s = time.perf_counter() - t0
-    for path, audio in zip(_numbered(out, args.n), audios):
+    for path, audio in zip(numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
         print(f"wrote {path} ({len(audio) / pipe.sample_rate:.2f} s of audio, {pipe.sample_rate} Hz)")
     print(f"seed {seed}; model loaded in {load_s:.1f} s, generated in {gen_s:.1f} s")
     return 0
 
 
-_ITEM_KEYS = {"prompt", "seed", "seconds", "steps", "guidance", "negative", "sampler", "n", "compat", "output"}
-
-
-def read_prompt_file(path: Path) -> list[dict[str, Any]]:
-    """Parse a prompts file: plain lines (one prompt each; blank lines skipped) or JSONL objects."""
-    if not path.is_file():
-        raise InputError(f"prompts file {path} does not exist")
-    items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: invalid JSON: {e}") from None
-            unknown = set(item) - _ITEM_KEYS
-            if unknown:
-                raise InputError(f"{path}:{lineno}: unknown keys {sorted(unknown)}; allowed {sorted(_ITEM_KEYS)}")
-            if not isinstance(item.get("prompt"), str):
-                raise InputError(f"{path}:{lineno}: \"prompt\" must be a string")
-        else:
-            item = {"prompt": line.strip()}
-        item["_line"] = lineno
-        items.append(item)
-    if not items:
-        raise InputError(f"prompts file {path} has no prompts")
-    return items
-
-
 def _batch(args) -> int:
-    from .audio import format_for, write_audio
-    from .checkpoint import remove_stale_temp_files  # outputs are written atomically; manifest lines appended
-    from .pipeline import COMPAT_MODES
+    """``generate --prompts``: the resumable batch of :mod:`audioldm_core.batch`, local or on Ray."""
+    from .batch import run
 
-    items = read_prompt_file(args.prompts)
-    folder = Path(args.output or "out")
-    if not folder.exists() and folder.parent.is_dir():
-        folder.mkdir()
-    _check_writable_folder(folder)
-    fmt = format_for(f"x.{args.format or 'wav'}")
-    base_seed = args.seed if args.seed is not None else random.randrange(2**31)
-    manifest = folder / "manifest.jsonl"
-    recorded = set()
-    if manifest.is_file():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            try:
-                recorded.update(json.loads(line).get("outputs", []))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash is ignored and its item redone or re-recorded
-    pipe = None
-    done = skipped = 0
-    for i, item in enumerate(items):
-        settings = {
-            "prompt": item["prompt"],
-            "seed": int(item.get("seed", base_seed + i)),
-            "seconds": float(item.get("seconds", args.seconds)),
-            "steps": int(item.get("steps", args.steps)),
-            "guidance": float(item.get("guidance", args.guidance)),
-            "negative": item.get("negative", args.negative),
-            "sampler": item.get("sampler", args.sampler),
-            "n": int(item.get("n", args.n)),
-            "compat": item.get("compat", args.compat),
-        }
-        if settings["seconds"] <= 0 or settings["steps"] < 1 or settings["n"] < 1:
-            raise InputError(f"{args.prompts}:{item['_line']}: seconds, steps and n must be positive")
-        if settings["compat"] not in COMPAT_MODES:
-            raise InputError(f"{args.prompts}:{item['_line']}: \"compat\" must be one of {', '.join(COMPAT_MODES)}, "
-                             f"got {settings['compat']!r}")
-        name = item.get("output") or f"{i:04d}-{_slug(settings['prompt'])}.{fmt}"
-        paths = _numbered(folder / name, settings["n"])
-        rel = [p.name for p in paths]
-        if all(p.exists() for p in paths):
-            skipped += 1
-            if not set(rel) <= recorded:  # finished before a crash cut the manifest line
-                _append_line(manifest, dict(settings, outputs=rel, model=args.model, recovered=True))
-            continue
-        for p in paths:  # a run killed while writing this item left its temp files: not ours to keep
-            remove_stale_temp_files(p)
-        if pipe is None:
-            pipe, _ = _load(args)
-            model_hash = pipe.model_hash()
-        t0 = time.perf_counter()
-        audios = _generate_one(pipe, **settings, progress=not args.no_progress, allow_long=args.allow_long)
-        for p, a in zip(paths, audios):
-            write_audio(p, a, pipe.sample_rate, fmt)
-        seconds = time.perf_counter() - t0
-        _append_line(manifest, dict(settings, outputs=rel, model=args.model, model_hash=model_hash,
-                                    sample_rate=pipe.sample_rate, dtype=args.dtype, device=args.device,
-                                    generation_seconds=round(seconds, 3)))
-        done += 1
-        print(f"[{i + 1}/{len(items)}] wrote {', '.join(str(p) for p in paths)} in {seconds:.1f} s")
-    print(f"batch: {done} generated, {skipped} already present; manifest {manifest}")
-    return 0
-
-
-def _append_line(path: Path, record: dict) -> None:
-    """Append one whole JSON line and fsync, so a crash never leaves a half line behind a full one."""
-    data = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if (args.workers, args.threads_per_worker, args.gpus_per_worker) != (None, None, None) and args.ray is None:
+        raise InputError("--workers, --threads-per-worker and --gpus-per-worker need --ray")
+    result = run(args.prompts, args.output or "out", model=args.model, seed=args.seed, seconds=args.seconds,
+                 steps=args.steps, guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
+                 compat=args.compat, format=args.format or "wav", device=args.device, dtype=args.dtype,
+                 compile=args.compile, allow_long=args.allow_long, threads=args.threads,
+                 engine="local" if args.ray is None else "ray", address=args.ray or None,
+                 workers=args.workers or 2, threads_per_worker=args.threads_per_worker or 1,
+                 gpus_per_worker=args.gpus_per_worker or 0.0, progress=not args.no_progress)
+    return 2 if result.failed else 0
 
 
 def cmd_edit(args) -> int:
