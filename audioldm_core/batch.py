@@ -33,6 +33,7 @@ import re
 import socket
 import sys
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -398,30 +399,35 @@ def _ray_execute(pending: list[Item], folder: Path, fmt: str, spec: ModelSpec, *
     if not pending:
         return
     ray = _import_ray()
+    need = workers * threads_per_worker
+    if address is None and not ray.is_initialized() and need > (os.cpu_count() or 1):
+        raise InputError(f"a local Ray runtime has {os.cpu_count()} CPUs; {workers} workers x {threads_per_worker} "
+                         f"threads need {need}: lower --workers or --threads-per-worker")
     started = not ray.is_initialized()
-    if started:
-        if address is None:
-            cpus = os.cpu_count() or 1
-            if workers * threads_per_worker > cpus:
-                raise InputError(f"a local Ray runtime has {cpus} CPUs; {workers} workers x {threads_per_worker} "
-                                 f"threads need {workers * threads_per_worker}: lower --workers or "
-                                 f"--threads-per-worker")
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-        else:
-            ray.init(address=address, log_to_driver=False)
+    if started and address is None:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+    elif started:
+        ray.init(address=address, log_to_driver=False)
     actors = []
     try:
         total = ray.cluster_resources()
+        if address is None and (need > total.get("CPU", 0) or workers * gpus_per_worker > total.get("GPU", 0)):
+            raise InputError(f"the Ray runtime has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs; "
+                             f"{workers} workers x {threads_per_worker} threads, {gpus_per_worker:g} GPUs each "
+                             f"need more: lower --workers, --threads-per-worker or --gpus-per-worker")
         log(f"ray: {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs; {workers} workers x "
             f"{threads_per_worker} threads, {gpus_per_worker:g} GPUs each")
         if gpus_per_worker > 0 and spec.device == "cpu":
             spec = replace(spec, device="cuda")
         actor_class = ray.remote(num_cpus=threads_per_worker, num_gpus=gpus_per_worker, max_restarts=RETRIES,
                                  max_task_retries=RETRIES)(BatchWorker)
-        actors = [actor_class.remote(spec, str(folder), fmt, threads_per_worker) for _ in range(workers)]
+        run_id = uuid.uuid4().hex[:8]  # actor names, for Ray's dashboard and `ray.get_actor`
+        names = [f"audioldm-batch-{run_id}-{k}" for k in range(workers)]
+        actors = [actor_class.options(name=name).remote(spec, str(folder), fmt, threads_per_worker) for name in names]
         try:
-            for info in ray.get([a.load.remote() for a in actors]):
-                log(f"ray: worker {info['worker']} loaded the model in {info['load_seconds']:.1f} s")
+            for name, info in zip(names, ray.get([a.load.remote() for a in actors])):
+                log(f"ray: worker {name} ({info['worker']}) loaded the model in {info['load_seconds']:.1f} s")
         except ray.exceptions.RayTaskError as e:
             raise _cause(ray, e) from None
         queue = deque(pending)
