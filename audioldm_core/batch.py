@@ -384,21 +384,25 @@ def _cause(ray, e: Exception) -> Exception:
     return e
 
 
-def _ray_execute(pending: list[Item], folder: Path, fmt: str, spec: ModelSpec, *, address: Optional[str] = None,
-            workers: int = 2, threads_per_worker: int = 1, gpus_per_worker: float = 0.0,
-            log: Callable[[str], None] = print) -> Iterator[dict]:
-    """Make ``pending`` on ``workers`` Ray actors; yields each item's record as it finishes (in
-    completion order). Joins the cluster at ``address``, or starts a local runtime on 127.0.0.1 (None),
-    unless this process already runs one; a runtime started here is shut down at the end.
-    With ``gpus_per_worker`` > 0 the device defaults to ``cuda`` (Ray gives each actor its GPUs)."""
+def _ray_check(workers: int, threads_per_worker: int, gpus_per_worker: float) -> Any:
+    """Check the Ray engine's options and that ``ray`` imports; returns the module."""
     for value, name in ((workers, "workers"), (threads_per_worker, "threads per worker")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float)) or not gpus_per_worker >= 0:
         raise InputError(f"GPUs per worker must be a number >= 0 (a fraction shares a GPU), got {gpus_per_worker!r}")
+    return _import_ray()
+
+
+def _ray_execute(ray, pending: list[Item], folder: Path, fmt: str, spec: ModelSpec, *, address: Optional[str],
+                 workers: int, threads_per_worker: int, gpus_per_worker: float,
+                 log: Callable[[str], None]) -> Iterator[dict]:
+    """Make ``pending`` on ``workers`` Ray actors; yields each item's record as it finishes (in
+    completion order). Joins the cluster at ``address``, or starts a local runtime on 127.0.0.1 (None),
+    unless this process already runs one; a runtime started here is shut down at the end.
+    With ``gpus_per_worker`` > 0 the device defaults to ``cuda`` (Ray gives each actor its GPUs)."""
     if not pending:
         return
-    ray = _import_ray()
     need = workers * threads_per_worker
     if address is None and not ray.is_initialized() and need > (os.cpu_count() or 1):
         raise InputError(f"a local Ray runtime has {os.cpu_count()} CPUs; {workers} workers x {threads_per_worker} "
@@ -430,6 +434,8 @@ def _ray_execute(pending: list[Item], folder: Path, fmt: str, spec: ModelSpec, *
                 log(f"ray: worker {name} ({info['worker']}) loaded the model in {info['load_seconds']:.1f} s")
         except ray.exceptions.RayTaskError as e:
             raise _cause(ray, e) from None
+        except ray.exceptions.RayActorError as e:
+            raise AudioLDMError(f"a Ray worker died {RETRIES + 1} times while loading the model: {e}") from None
         queue = deque(pending)
         inflight: dict = {}  # object ref -> (actor, item)
 
@@ -462,7 +468,6 @@ def _ray_execute(pending: list[Item], folder: Path, fmt: str, spec: ModelSpec, *
             ray.kill(a, no_restart=True)
         if started:
             ray.shutdown()
-
 
 
 # --- Executors ---------------------------------------------------------------------------------------
@@ -520,6 +525,7 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
                         negative=negative, sampler=sampler, n=_int(n, "n", 1), compat=compat)
     items = plan(prompts, defaults, fmt)
     folder = _output_folder(output)
+    ray = _ray_check(workers, threads_per_worker, gpus_per_worker) if engine == "ray" else None
     say = log or (lambda _: None)
     if engine == "ray" and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())  # the same absolute path on every node
@@ -554,9 +560,9 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
     if engine == "local":
         results = _local(pending, folder, fmt, spec, threads=threads, progress=progress, quiet=log is None)
     else:
-        results = _ray_execute(pending, folder.resolve(), fmt, spec, address=address, workers=workers,
-                                    threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
-                                    log=say)
+        results = _ray_execute(ray, pending, folder.resolve(), fmt, spec, address=address, workers=workers,
+                               threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
+                               log=say)
     generated = 0
     by_line = {item.line: k for k, item in enumerate(items)}
     for rec in results:
