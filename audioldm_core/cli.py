@@ -196,6 +196,8 @@ def _batch(args) -> int:
 
     if (args.workers, args.threads_per_worker, args.gpus_per_worker) != (None, None, None) and args.ray is None:
         raise InputError("--workers, --threads-per-worker and --gpus-per-worker need --ray")
+    if args.ray is not None and args.threads is not None:
+        raise InputError("with --ray, set each worker's threads with --threads-per-worker (--threads is for one process)")
     result = run(args.prompts, args.output or "out", model=args.model, seed=args.seed, seconds=args.seconds,
                  steps=args.steps, guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
                  compat=args.compat, format=args.format or "wav", device=args.device, dtype=args.dtype,

@@ -228,6 +228,7 @@ def test_missing_ray_is_one_error_naming_the_extra(monkeypatch, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["generate", "a dog", "--ray"], "--ray runs a batch"),
     (["generate", "--prompts", "P", "--workers", "2"], "need --ray"),
+    (["generate", "--prompts", "P", "--ray", "--threads", "2"], "--threads-per-worker"),
     (["generate", "--prompts", "P", "--ray", "--workers", "999"], "999 workers x 1 threads"),
 ])
 def test_cli_ray_argument_errors_exit_2(tmp_path, capsys, args, needle):
