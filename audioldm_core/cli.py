@@ -68,7 +68,8 @@ def _sampler(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``audioldm`` argument parser."""
-    from .pipeline import COMPAT_MODES, DEFAULT_MODEL
+    from .compat import COMPAT_MODES
+    from .loading import DEFAULT_MODEL
 
     p = _Parser(prog="audioldm", description="AudioLDM text-to-audio (audioldm-core).")
     common = _Parser(add_help=False)
@@ -239,7 +240,7 @@ def read_prompt_file(path: Path) -> list[dict[str, Any]]:
 def _batch(args) -> int:
     from .audio import format_for, write_audio
     from .checkpoint import remove_stale_temp_files  # outputs are written atomically; manifest lines appended
-    from .pipeline import COMPAT_MODES
+    from .compat import COMPAT_MODES
 
     items = read_prompt_file(args.prompts)
     folder = Path(args.output or "out")
