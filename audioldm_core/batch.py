@@ -167,7 +167,7 @@ def _number(v: Any, key: str, positive: bool) -> float:
 
 def _settings(raw: dict, index: int, d: Defaults) -> dict:
     """The generation settings of one parsed line, checked (raises :class:`InputError`)."""
-    from .pipeline import COMPAT_MODES
+    from .compat import COMPAT_MODES
     from .samplers import SAMPLERS
 
     s = {
@@ -585,5 +585,6 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
     return Result(generated, skipped, failed, manifest, records)
 
 
-__all__ = ["BatchWorker", "Defaults", "ENGINES", "RETRIES", "Item", "ModelSpec", "Result", "append_line", "generate_audio", "load_pipeline",
-           "make_item", "numbered", "plan", "read_prompt_file", "recorded_outputs", "run", "slug"]
+__all__ = ["BatchWorker", "Defaults", "ENGINES", "Item", "ModelSpec", "RETRIES", "Result", "append_line",
+           "generate_audio", "load_pipeline", "make_item", "numbered", "plan", "read_prompt_file", "recorded_outputs",
+           "run", "slug"]
