@@ -252,31 +252,40 @@ def test_bad_edit_input(tiny, tmp_path, call, exc, match):
         call(tiny, _tone(1.0), tmp_path)
 
 
-def test_cli_edits_and_bad_input(tmp_path):
+def test_cli_edits_and_bad_input(tmp_path, capsys):
+    """The first command through the installed entry point (a subprocess), the rest in-process
+    through the same ``main``."""
+    from audioldm_core.cli import main
+
     src = tmp_path / "in.wav"
     samples_44k = int(1.5 * 44100)
     sf.write(str(src), np.stack([_tone(1.5 * 44100 / 16000)] * 2, axis=1), 44100)  # stereo, 44.1 kHz, 1.5 s
-    base = [sys.executable, "-m", "audioldm_core.cli"]
     common = ["--model", "tiny", "--steps", "2", "--seed", "1", "--no-progress"]
-    for cmd, extra, name in (("transfer", ["rain", "--strength", "0.4"], "t.wav"),
-                             ("inpaint", ["dog", "--start", "0.2", "--end", "0.6"], "i.wav"),
-                             ("superres", ["--cutoff", "3000"], "s.flac")):
+    for k, (cmd, extra, name) in enumerate((("transfer", ["rain", "--strength", "0.4"], "t.wav"),
+                                            ("inpaint", ["dog", "--start", "0.2", "--end", "0.6"], "i.wav"),
+                                            ("superres", ["--cutoff", "3000"], "s.flac"))):
         out = tmp_path / name
-        r = subprocess.run(base + [cmd, str(src), *extra, "-o", str(out), *common], capture_output=True, text=True,
-                           cwd=REPO)
-        assert r.returncode == 0, r.stderr
+        argv = [cmd, str(src), *extra, "-o", str(out), *common]
+        if k == 0:
+            r = subprocess.run([sys.executable, "-m", "audioldm_core.cli", *argv], capture_output=True, text=True,
+                               cwd=REPO)
+            code, err = r.returncode, r.stderr
+        else:
+            code, err = main(argv), capsys.readouterr().err
+        assert code == 0, err
         data, rate = sf.read(str(out))
         assert rate == 16000 and abs(len(data) - samples_44k * 16000 / 44100) <= 2
-        assert "downmixed" in r.stderr
+        assert "downmixed" in err
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"junk")
     for args in (["transfer", str(tmp_path / "none.wav"), "x"], ["transfer", str(bad), "x"],
                  ["inpaint", str(src), "x", "--start", "1", "--end", "0.5"],
                  ["transfer", str(src), "x", "--strength", "2"], ["superres", str(src), "--cutoff", "9000"]):
         out = tmp_path / "never.wav"
-        r = subprocess.run(base + args + ["-o", str(out), *common], capture_output=True, text=True, cwd=REPO)
-        errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
-        assert r.returncode == 2 and len(errors) == 1, (args, r.stderr)
+        code = main(args + ["-o", str(out), *common])
+        err = capsys.readouterr().err
+        errors = [ln for ln in err.splitlines() if "error" in ln]
+        assert code == 2 and len(errors) == 1, (args, err)
         assert not out.exists()
 
 
