@@ -174,11 +174,9 @@ class VAE(nn.Module):
         every GroupNorm uses statistics of the whole length (accumulated tile by tile in float64, in a
         pass of their own) and the mid-block attention attends over the whole length, and each tile
         carries the convolutions' receptive-field margin, so the result equals the one-pass decode up to
-        float rounding, never an approximation (measured: relative error 1e-6 to 2e-6 in fp32, tiny and full
-        size, tests/test_vae.py). Memory: the largest stored tensors are two of the top level's
-        (B, 128, 4t, 64); the last upsampler's output, the largest tensor of a one-pass decode, is
-        recomputed per tile instead of stored (one extra upsampler convolution). Measured for 60 s at full
-        size (tiles of 64): peak RSS 1.1 GB vs 1.8 GB in one pass, including the weights.
+        float rounding, never an approximation (tests/test_vae.py). Memory: the largest stored tensors are
+        two of the top level's (B, 128, 4t, 64); the last upsampler's output, the largest tensor of a
+        one-pass decode, is recomputed per tile instead of stored (one extra upsampler convolution).
         """
         self._check(z, self.cfg.latent_channels, "latents")
         if chunk_frames is None:
