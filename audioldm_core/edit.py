@@ -8,7 +8,7 @@ prompt; none needs retraining. They work with every sampler (DDIM is the paper's
   same noise.
 - inpaint: denoise from noise, and after every step put back the known region noised to the next
   step's level with one fixed noise draw; after the last step the known latents are exactly the
-  encoded ones, so the kept region is the VAE round trip of the input.
+  input's encoded latents.
 - super_resolve: the same with a mask over frequency: mel bands above the cutoff are regenerated.
 
 ``compat="original"`` runs the original AudioLDM code's edit algorithms instead
@@ -22,9 +22,9 @@ original's 10% swap to the empty prompt. Every Gaussian draw comes from ``noise(
 ``generator``) in the original's order. Encoding stays ours (posterior mean unless
 ``sample_posterior``; the original samples the posterior), as does the output length.
 
-Ours is the default because its kept region is exactly the VAE round trip of the input (no residual
-noise from the last step), a seed fixes the result, strength 0 and 1 mean "keep the input" and
-"text-to-audio from the same noise" for every sampler, and it works with every sampler.
+Ours is the default because its known latents end exactly at the input's encoded latents (no
+residual noise from the last step), a seed fixes the result, strength 0 and 1 mean "the VAE round
+trip" and "text-to-audio from the same noise", and it works with every sampler.
 """
 
 from __future__ import annotations
