@@ -40,6 +40,7 @@ from .errors import AudioLDMError, InputError, MissingExtraError
 
 MAX_WAVEFORMS = 4  # audio players in the text-to-audio tab
 MAX_SECONDS = 60.0  # longest request the page accepts
+MAX_STEPS = 500  # most denoising steps the page accepts
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -254,7 +255,7 @@ class WebApp:
 
         if sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        return {"steps": _number(steps, "steps", low=1, high=1000, integer=True),
+        return {"steps": _number(steps, "steps", low=1, high=MAX_STEPS, integer=True),
                 "guidance": _number(guidance, "guidance", low=0, high=100),
                 "sampler": sampler, "negative": (negative or "").strip() or None, "seed": _seed(seed)}
 
@@ -417,7 +418,10 @@ class WebApp:
     def _wire(self, gr, run, stop, fn, inputs, outputs):
         event = run.click(fn, inputs=inputs, outputs=outputs, concurrency_id="model",
                           concurrency_limit=self.concurrency)
-        stop.click(self.stop, inputs=None, outputs=None, cancels=[event], queue=False)
+        def on_stop(request: gr.Request):
+            self.stop(request)
+
+        stop.click(on_stop, inputs=None, outputs=None, cancels=[event], queue=False)
 
     def _text_tab(self, gr):
         c = self._controls(gr, "text")
