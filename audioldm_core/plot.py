@@ -156,6 +156,19 @@ def write_region_preview(path: Union[str, os.PathLike], waveform: np.ndarray, st
     return _save(fig, path)
 
 
+def stack_pictures(path: Union[str, os.PathLike], pictures: Sequence[Union[str, os.PathLike]]) -> Path:
+    """Write the PNGs ``pictures`` (same width) one above the other as one PNG (atomically)."""
+    _figure_class()
+    import matplotlib.image as mpimg
+
+    rows = [mpimg.imread(str(p), format="png") for p in pictures]
+    if not rows or len({r.shape[1:] for r in rows}) != 1:
+        raise InputError("stack_pictures needs one or more pictures of the same width and channels")
+    path = Path(path)
+    atomic_write(path, lambda tmp: mpimg.imsave(tmp, np.concatenate(rows, axis=0), format="png"))
+    return path
+
+
 def band_of_row(row: int, image_height: int) -> int:
     """The mel band (0 = lowest) drawn at pixel row ``row`` (0 = top) of a one-panel picture of
     ``image_height`` pixels written by :func:`write_spectrogram`."""

@@ -232,14 +232,13 @@ class WebApp:
             raise gr.Error(f"internal error: {type(e).__name__}: {e}") from None
 
     def _name(self, stem: str, seed: int, fmt: str) -> Path:
-        from .cli import _slug
-
+        """A fresh numbered folder per result, so names never collide: ``NNNNN/STEM-SEED.FMT``."""
         with self._lock:
             self._count += 1
             k = self._count
         folder = self.out_dir / f"{k:05d}"
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{_slug(stem)}-{seed}.{fmt}"
+        return folder / f"{stem}-{seed}.{fmt}"
 
     def _write(self, audio: np.ndarray, stem: str, seed: int, fmt: str) -> tuple[str, str]:
         """Write a result as WAV for the player, plus FLAC for the download when asked; returns (play, download)."""
@@ -272,7 +271,7 @@ class WebApp:
         """Text to audio. Returns the player values (MAX_WAVEFORMS), downloads, pictures, settings, command."""
         import torch
 
-        from .plot import write_spectrogram
+        from .plot import stack_pictures, write_spectrogram
 
         gr = _gradio()
         settings = {"prompt": _prompt(prompt), "seconds": _seconds(seconds),
@@ -291,7 +290,7 @@ class WebApp:
         audios = self._run(request, work)
         players, downloads, pictures = [], [], []
         for k, audio in enumerate(audios):
-            stem = settings["prompt"] + (f"-{k}" if len(audios) > 1 else "")
+            stem = "audioldm" + (f"-{k}" if len(audios) > 1 else "")
             play, download = self._write(audio, stem, settings["seed"], fmt)
             players.append(play)
             downloads.append(download)
@@ -300,10 +299,12 @@ class WebApp:
                                     title=None if len(audios) == 1 else
                                     f"{settings['prompt']!r}, seed {settings['seed']}, waveform {k + 1}/{len(audios)}")
             pictures.append(str(png))
+        picture = pictures[0] if len(pictures) == 1 else \
+            str(stack_pictures(Path(players[0]).with_name("audioldm-all.png"), pictures))
         text, cmd = self._settings_text(settings, "generate")
         slots = [gr.Audio(value=players[k] if k < len(players) else None, visible=k < len(players))
                  for k in range(MAX_WAVEFORMS)]
-        return (*slots, downloads, pictures, text, cmd)
+        return (*slots, downloads, picture, text, cmd)
 
     def edit(self, mode, path, prompt, negative, steps, guidance, seed, sampler, fmt, extra: dict,
              request=None, progress=None):
@@ -341,13 +342,13 @@ class WebApp:
             return self.pipe.super_resolve(waveform, settings["prompt"], settings["cutoff"], **kw).audios[0]
 
         audio = self._run(request, work)
-        play, download = self._write(audio, f"{mode}-{Path(name).stem}", settings["seed"], fmt)
+        play, download = self._write(audio, mode, settings["seed"], fmt)
         png = write_comparison(Path(play).with_suffix(".png"), waveform, audio, prompt=settings["prompt"],
                                seed=settings["seed"], mode=mode,
                                region_s=(settings["start"], settings["end"]) if mode == "inpaint" else None,
                                cutoff_hz=cutoff)
         text, cmd = self._settings_text(settings, mode)
-        return play, [download], [str(png)], text, cmd
+        return play, [download], str(png), text, cmd
 
     def _edit_total(self, sampler: str, steps: int, strength: float) -> int:
         """Model evaluations an edit runs (its callback counts these)."""
@@ -406,12 +407,11 @@ class WebApp:
         audio = [gr.Audio(label="Result" if players == 1 else f"Waveform {k + 1}", type="filepath",
                           interactive=False, visible=k == 0, elem_id=f"{key}-audio-{k}") for k in range(players)]
         files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id=f"{key}-files")
-        pics = gr.Gallery(label="Log-mel spectrogram", columns=1, format="png", interactive=False, object_fit="contain",
-                          height=380,
-                          elem_id=f"{key}-spectrogram")
+        pics = gr.Image(label="Log-mel spectrogram", type="filepath", format="png", interactive=False,
+                        elem_id=f"{key}-spectrogram")
         settings = gr.Code(label="Settings (with the seed used)", language="json", interactive=False,
                            elem_id=f"{key}-settings")
-        cmd = gr.Code(label="The same from the command line", language="shell", interactive=False,
+        cmd = gr.Code(label="The same from the command line", language="shell", interactive=False, wrap_lines=True,
                       elem_id=f"{key}-command")
         return [run, stop, *audio, files, pics, settings, cmd]
 

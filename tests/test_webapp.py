@@ -239,10 +239,10 @@ def test_text_to_audio_tab(page, tmp_path):
     assert all(f[:4] == b"fLaC" for f in files)
     assert not np.array_equal(audios[0], audios[1])
     assert page.page.locator("#text-audio-1 audio, #text-audio-1 .waveform-container").count() >= 1
-    pics = page.pictures("text")
-    assert len(pics) == 2
-    for data in pics:
-        _not_blank(_png(data))
+    (pic,) = page.pictures("text")
+    img = _png(pic)
+    _not_blank(img)
+    assert img.shape[0] > img.shape[1] / 2  # two pictures one above the other
     _not_blank(page.screenshot(tmp_path / "text-to-audio.png"))
     # the command line shown reproduces the same samples
     cmd = shlex.split(page.text("#text-command"))
@@ -361,5 +361,5 @@ def test_stop_frees_the_model_at_the_next_step(page):
     waited = time.monotonic() - t0
     assert waited < 30, f"the request after Stop took {waited:.0f} s: the stopped generation kept the model"
     _check_audio(page.downloads("text")[0], 1.0)
-    assert page.page.locator("[data-testid=toast-text]").count() == 0, \
-        page.page.locator("[data-testid=toast-text]").all_inner_texts()
+    messages = page.page.locator("[data-testid=toast-text]").all_inner_texts()
+    assert set(messages) <= {"stopped"}, messages  # "stopped" shows when it arrives before the cancel
