@@ -363,3 +363,57 @@ def test_stop_frees_the_model_at_the_next_step(page):
     _check_audio(page.downloads("text")[0], 1.0)
     messages = page.page.locator("[data-testid=toast-text]").all_inner_texts()
     assert set(messages) <= {"stopped"}, messages  # "stopped" shows when it arrives before the cancel
+
+
+# --- without a browser ---------------------------------------------------------------------------------
+
+def test_command_line_quotes_and_names_every_setting():
+    from audioldm_core.webapp import command_line
+
+    common = {"steps": 3, "guidance": 2.5, "sampler": "heun", "seed": 9, "negative": "it's loud"}
+    cmd = command_line("generate", dict(common, prompt="a 'dog'", seconds=1.5, n=2), "tiny", "out.wav")
+    assert shlex.split(cmd) == ["audioldm", "generate", "a 'dog'", "--model", "tiny", "--seconds", "1.5", "-n", "2",
+                                "--steps", "3", "--guidance", "2.5", "--sampler", "heun", "--seed", "9",
+                                "--negative", "it's loud", "-o", "out.wav", "--spectrogram"]
+    cmd = command_line("superres", dict(common, input="in put.wav", prompt="", cutoff=None, negative=None,
+                                        dtype="float16"), "m.safetensors", "superres.wav")
+    assert shlex.split(cmd)[:3] == ["audioldm", "superres", "in put.wav"] and "--prompt" not in cmd
+    assert "--cutoff" not in cmd and "--dtype float16" in cmd
+    from audioldm_core.cli import build_parser
+
+    for c in (cmd, command_line("inpaint", dict(common, input="a.wav", prompt="p", start=0.5, end=1.0), "tiny",
+                                "inpaint.wav")):
+        build_parser().parse_args(shlex.split(c)[1:])  # the CLI accepts what the page shows
+
+
+def test_capabilities_choose_the_tabs():
+    from audioldm_core.webapp import TABS, capabilities
+
+    class Text:
+        def __call__(self):
+            pass
+
+    class All(Text):
+        def transfer(self):
+            pass
+
+        inpaint = super_resolve = variation = transfer
+
+    assert capabilities(Text()) == {"text"}
+    assert capabilities(All()) == {"text", "transfer", "inpaint", "super_resolve", "variation"}
+    assert {t.requires for t in TABS} <= capabilities(All())
+
+
+def test_page_validation_messages():
+    from audioldm_core.errors import InputError
+    from audioldm_core.webapp import _number, _prompt, _seconds, _seed
+
+    with pytest.raises(InputError, match="prompt is empty"):
+        _prompt("   ")
+    with pytest.raises(InputError, match="more than 0"):
+        _seconds(0)
+    with pytest.raises(InputError, match=r"\[0, 60\]"):
+        _seconds(61)
+    with pytest.raises(InputError, match="whole number"):
+        _number(2.5, "steps", low=1, high=10, integer=True)
+    assert 0 <= _seed(-1) < 2**31 and _seed(7) == 7
