@@ -355,7 +355,7 @@ class WebApp:
         from .samplers import start_for_strength, timesteps_for
 
         n = len(timesteps_for(sampler, self.pipe.config.schedule, steps))
-        return max(n - start_for_strength(sampler, steps, strength), 1)
+        return max(n - start_for_strength(sampler, self.pipe.config.schedule, steps, strength), 1)
 
     def region_preview(self, path, start, end):
         """The input's spectrogram with the inpainting range shaded (None while no input)."""
@@ -411,8 +411,8 @@ class WebApp:
                         elem_id=f"{key}-spectrogram")
         settings = gr.Code(label="Settings (with the seed used)", language="json", interactive=False,
                            elem_id=f"{key}-settings")
-        cmd = gr.Code(label="The same from the command line", language="shell", interactive=False, wrap_lines=True,
-                      elem_id=f"{key}-command")
+        cmd = gr.Textbox(label="The same from the command line", lines=2, max_lines=4, interactive=False,
+                         buttons=["copy"], elem_id=f"{key}-command")
         return [run, stop, *audio, files, pics, settings, cmd]
 
     def _wire(self, gr, run, stop, fn, inputs, outputs):

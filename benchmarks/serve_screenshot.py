@@ -53,9 +53,8 @@ def main() -> int:
             page.fill("#text-seconds input", "5")
             page.fill("#text-seed input", "42")
             page.click("#text-run")
-            page.wait_for_function("() => document.querySelector('#text-command .cm-content')"
-                                   " && document.querySelector('#text-command .cm-content').innerText.includes('--seed 42')",
-                                   timeout=600_000)
+            page.wait_for_function("() => { const e = document.querySelector('#text-command textarea');"
+                                   " return e && e.value.includes('--seed 42'); }", timeout=600_000)
             time.sleep(1.0)
             png = page.screenshot(full_page=True)
             browser.close()

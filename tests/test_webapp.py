@@ -153,6 +153,9 @@ class Page:
         return [self.context.request.get(s).body() for s in sorted(srcs)]
 
     def text(self, sel: str) -> str:
+        """The text of a code box (the settings) or a text box (the command line)."""
+        if sel.endswith("-command"):
+            return self.page.locator(f"{sel} textarea").input_value()
         return self.page.locator(f"{sel} .cm-content").inner_text()
 
     def message(self, contains: str, timeout: float = 60_000) -> None:
