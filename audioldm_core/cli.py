@@ -366,6 +366,8 @@ def cmd_edit(args) -> int:
     else:
         res = pipe.super_resolve(waveform, args.prompt, args.cutoff, **kw)
     write_audio(out, res.audios[0], pipe.sample_rate, fmt)
+    print(f"wrote {out} ({res.audios.shape[1] / pipe.sample_rate:.2f} s); seed {seed}; "
+          f"{args.command} took {time.perf_counter() - t0:.1f} s")
     if args.spectrogram:
         from .plot import write_comparison
 
@@ -378,8 +380,6 @@ def cmd_edit(args) -> int:
         png = write_comparison(out.with_suffix(".png"), waveform, res.audios[0], prompt=args.prompt, seed=seed,
                                mode=args.command, region_s=region, cutoff_hz=cutoff)
         print(f"wrote {png}")
-    print(f"wrote {out} ({res.audios.shape[1] / pipe.sample_rate:.2f} s); seed {seed}; "
-          f"{args.command} took {time.perf_counter() - t0:.1f} s")
     return 0
 
 
