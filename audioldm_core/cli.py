@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cutoff", type=float, default=None,
                    help="keep mel bands below this frequency in Hz (default: detected from the input)")
     r.add_argument("-o", "--output", default="superres.wav", help="output file (default superres.wav)")
+    for edit_parser in (t, i, r):
+        edit_parser.add_argument("--compat", choices=COMPAT_MODES, default="diffusers",
+                                 help="diffusers (default): ours; original: the original AudioLDM code's edit "
+                                      "algorithm (DDIM only; see README 'Editing')")
     sub.add_parser("samplers", help="list the samplers")
     pl = sub.add_parser("plot", help="draw the log-mel spectrogram of an audio file as a PNG (needs the [ui] extra)")
     pl.add_argument("input", type=Path, help="input audio file (any rate; drawn at 16 kHz, mono)")
@@ -352,17 +356,22 @@ def cmd_edit(args) -> int:
     _check_writable_folder(out.parent if str(out.parent) else Path("."))
     _check_picture(args)
     waveform, info = load_audio(args.input)  # bad input fails before the model loads
+    if args.command == "inpaint":
+        from .edit import time_mask
+
+        time_mask(1, args.start, args.end, info.frames / info.sample_rate, 1)  # the range, against the file's own length
     if info.downmixed:
         print(f"note: {args.input} has {info.channels} channels; downmixed to mono", file=sys.stderr)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pipe, _ = _load(args)
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative,
-              generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress)
+              generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress,
+              compat=args.compat)
     t0 = time.perf_counter()
     if args.command == "transfer":
         res = pipe.transfer(waveform, args.prompt, args.strength, **kw)
     elif args.command == "inpaint":
-        res = pipe.inpaint(waveform, args.prompt, args.start, args.end, **kw)
+        res = pipe.inpaint(args.input, args.prompt, args.start, args.end, **kw)
     else:
         res = pipe.super_resolve(waveform, args.prompt, args.cutoff, **kw)
     write_audio(out, res.audios[0], pipe.sample_rate, fmt)

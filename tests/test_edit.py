@@ -295,3 +295,28 @@ def test_full_size_edits(cvssp_folder, converted_file):
     _edit_checks(pipe, "s-full-v2")
     del pipe
     gc.collect()
+
+
+def test_inpaint_range_may_end_at_the_end_of_a_non_16k_file(tmp_path, capsys):
+    """A 22.05 kHz file of 46548 frames lasts 2.1110204081632653 s; after resampling it is 33777
+    samples (2.1110625 s rounded down to whole samples elsewhere). A range ending exactly at the file's
+    end is inside it, from Python and from the CLI; one sample period later is outside."""
+    import soundfile as sf
+
+    from audioldm_core.cli import main
+
+    path = tmp_path / "in22k.wav"
+    sf.write(path, 0.3 * np.sin(np.arange(46548) / 22050 * 2 * np.pi * 440).astype(np.float32), 22050)
+    end = 46548 / 22050
+    assert end == 2.1110204081632653
+    pipe = AudioLDM.from_pretrained("tiny")
+    out = pipe.inpaint(str(path), "x", 1.5, end, num_inference_steps=1, progress=False)
+    assert out.audios.shape[1] > 0
+    with pytest.raises(InputError, match="outside the audio"):
+        pipe.inpaint(str(path), "x", 1.5, end + 1 / 22050, num_inference_steps=1, progress=False)
+    args = ["inpaint", str(path), "x", "--start", "1.5", "--end", repr(end), "--model", "tiny", "--steps", "1",
+            "--no-progress"]
+    assert main([*args, "-o", str(tmp_path / "out.wav")]) == 0
+    assert main([*args[:6], repr(end + 1 / 22050), *args[7:], "-o", str(tmp_path / "late.wav")]) == 2
+    assert "outside the audio" in capsys.readouterr().err
+    assert not (tmp_path / "late.wav").exists()
