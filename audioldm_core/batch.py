@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
-from .errors import AudioLDMError, InputError, SourceNotFoundError
+from .errors import AudioLDMError, InputError, MissingExtraError, SourceNotFoundError
 
 ENGINES = ("local", "ray")
 MANIFEST = "manifest.jsonl"
@@ -65,13 +65,15 @@ class Defaults:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How each executor loads the model: everything a worker needs, as plain data."""
+    """How each executor loads the model and makes items: everything a worker needs, as plain data.
+    ``spectrogram``: also write ``OUT.png`` (its log-mel picture, extra ``[ui]``) beside each output."""
 
     model: str
     device: str = "cpu"
     dtype: str = "float32"
     compile: bool = False
     allow_long: bool = False
+    spectrogram: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,11 @@ def make_item(pipe, item: Item, folder: PathLike, fmt: str, spec: ModelSpec, *, 
         return failed_record(item, str(e), spec.model)
     for name, a in zip(item.outputs, audios):
         write_audio(Path(folder) / name, a, pipe.sample_rate, fmt)
+        if spec.spectrogram:
+            from .plot import write_spectrogram
+
+            write_spectrogram((Path(folder) / name).with_suffix(".png"), a, prompt=item.settings["prompt"],
+                              seed=item.settings["seed"])
     return dict(item.settings, line=item.line, outputs=list(item.outputs), model=spec.model,
                 model_hash=pipe.model_hash(), sample_rate=pipe.sample_rate, dtype=spec.dtype, device=spec.device,
                 generation_seconds=round(time.perf_counter() - t0, 3))
@@ -330,7 +337,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise InputError("the Ray engine needs the optional extra [ray]: pip install 'audioldm-core[ray]'") from None
+        raise MissingExtraError("the Ray engine needs the optional extra [ray]: pip install 'audioldm-core[ray]'") from None
     return ray
 
 
@@ -499,8 +506,8 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
         format: str = "wav", device: str = "cpu", dtype: str = "float32", compile: bool = False,
         allow_long: bool = False, threads: Optional[int] = None, engine: str = "local",
         address: Optional[str] = None, workers: int = 2, threads_per_worker: int = 1,
-        gpus_per_worker: float = 0.0, progress: bool = False, log: Optional[Callable[[str], None]] = print
-        ) -> Result:
+        gpus_per_worker: float = 0.0, progress: bool = False, spectrogram: bool = False,
+        log: Optional[Callable[[str], None]] = print) -> Result:
     """Run (or resume) the batch of ``prompts`` into the folder ``output``; see the module docstring.
 
     engine: ``"local"`` (this process; ``threads`` sets torch's thread count) or ``"ray"`` (``workers``
@@ -508,6 +515,7 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
     running cluster, None starts a local Ray runtime on 127.0.0.1, and a Ray runtime this process
     already started is used as it is). With Ray, ``model`` and ``output`` must be readable (and the
     output writable) under the same path on every node: each worker checks and fails clearly.
+    spectrogram: also write each output's log-mel picture beside it as ``.png`` (extra ``[ui]``).
     log: called with one line per finished item and a summary (None: silent).
     Returns a :class:`Result`; bad input (a missing prompts file, an unwritable folder, an unknown
     engine) raises :class:`InputError` before any model is loaded.
@@ -526,10 +534,15 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
     items = plan(prompts, defaults, fmt)
     folder = _output_folder(output)
     ray = _ray_check(workers, threads_per_worker, gpus_per_worker) if engine == "ray" else None
+    if spectrogram:
+        from .plot import _figure_class
+
+        _figure_class()  # the [ui] extra is there, before any model work
     say = log or (lambda _: None)
     if engine == "ray" and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())  # the same absolute path on every node
-    spec = ModelSpec(model=str(model), device=device, dtype=dtype, compile=compile, allow_long=allow_long)
+    spec = ModelSpec(model=str(model), device=device, dtype=dtype, compile=compile, allow_long=allow_long,
+                     spectrogram=spectrogram)
 
     manifest = folder / MANIFEST
     recorded = recorded_outputs(manifest)

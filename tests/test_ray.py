@@ -23,7 +23,7 @@ import torch
 
 from audioldm_core import batch
 from audioldm_core.cli import main
-from audioldm_core.errors import InputError, SourceNotFoundError
+from audioldm_core.errors import MissingExtraError, SourceNotFoundError
 from audioldm_core.samplers import SAMPLERS
 from conftest import require
 
@@ -221,7 +221,7 @@ def test_missing_ray_is_one_error_naming_the_extra(monkeypatch, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a dog barks\n")
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(InputError, match=r"\[ray\]"):
+    with pytest.raises(MissingExtraError, match=r"\[ray\]"):
         batch.run(prompts, tmp_path / "out", engine="ray", model="tiny", log=None)
 
 
