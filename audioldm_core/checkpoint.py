@@ -256,10 +256,11 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 def _mapped_states(path: Path, header: Mapping[str, Any], base: int, names: list[str]
                    ) -> Optional[dict[str, dict[str, torch.Tensor]]]:
     """The tensors of components ``names`` as views into one copy-on-write mapping of the file: the
-    mapping safetensors' reader makes too, without its per-tensor Python cost (a fifth of a full-size
-    load). Call only after ``safe_open`` accepted the file; sizes and bounds are checked again here.
-    Returns None when a tensor cannot be viewed in place (an unknown dtype, an offset not aligned to its
-    dtype's size); the caller then reads through safetensors. ``base``: where the data starts."""
+    same mapping safetensors' reader makes, without its per-tensor Python cost (the measured gain is
+    in ``benchmarks/RESULTS.md``, "Loading and memory mechanisms"). Call only after ``safe_open``
+    accepted the file; sizes and bounds are checked again here. Returns None when a tensor cannot be
+    viewed in place (an unknown dtype, an offset not aligned to its dtype's size); the caller then
+    reads through safetensors. ``base``: where the data starts."""
     size = path.stat().st_size
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
     states: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
@@ -347,12 +348,15 @@ def _states_from(f, path: Path, names: list[str]) -> dict[str, dict[str, torch.T
     return states
 
 
-def load_components(path: PathLike, names: Optional[Sequence[str]] = None, *, device: Any = "cpu", dtype: Any = torch.float32
-                    ) -> tuple[CheckpointInfo, dict[str, nn.Module]]:
+def load_components(path: PathLike, names: Optional[Sequence[str]] = None, *, device: Any = "cpu",
+                    dtype: Any = torch.float32, mapped: bool = True) -> tuple[CheckpointInfo, dict[str, nn.Module]]:
     """Read a checkpoint's header once and load several components from it (default: all four).
 
-    dtype: one dtype for all, or a callable ``component name -> dtype``. Returns (info, {name: module}),
-    each module strict-loaded as :func:`load_component` does.
+    dtype: one dtype for all, or a callable ``component name -> dtype``.
+    mapped: read the tensors as views into one mapping of the file (:func:`_mapped_states`); False
+        reads them through safetensors' ``safe_open().get_tensor``. Both give the same tensors, both
+        memory-mapped (copy-on-write).
+    Returns (info, {name: module}), each module strict-loaded as :func:`load_component` does.
     """
     path = Path(path)
     names = list(COMPONENTS if names is None else names)
@@ -361,7 +365,7 @@ def load_components(path: PathLike, names: Optional[Sequence[str]] = None, *, de
     handle, header, data_start = _open_with_header(path)
     with handle as f:
         info = _info_from(path, f.metadata() or {}, tuple(f.keys()))
-        states = _mapped_states(path, header, data_start, names)
+        states = _mapped_states(path, header, data_start, names) if mapped else None
         if states is None:
             states = _states_from(f, path, names)
     modules = {n: load_state_strict(empty_component(n, info.config), states.pop(n), n, device=device,

@@ -93,12 +93,14 @@ def test_fold_is_differentiable():
 def test_load_components_matches_load_component(converted_file):
     path = converted_file("tiny")
     info, modules = load_components(path)
+    _, through_safetensors = load_components(path, mapped=False)  # the reader switch: same tensors
     assert set(modules) == set(COMPONENTS)
     for comp in COMPONENTS:
         one = load_component(path, comp).state_dict()
         many = modules[comp].state_dict()
-        assert one.keys() == many.keys()
-        assert all(torch.equal(one[k], many[k]) for k in one), comp
+        other = through_safetensors[comp].state_dict()
+        assert one.keys() == many.keys() == other.keys()
+        assert all(torch.equal(one[k], many[k]) and torch.equal(one[k], other[k]) for k in one), comp
     _, half = load_components(path, ["unet"], dtype=lambda c: torch.float16)
     assert set(half) == {"unet"} and next(half["unet"].parameters()).dtype == torch.float16
 
