@@ -168,13 +168,6 @@ def _numbered(path: Path, n: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
 
 
-def _check_writable_folder(folder: Path) -> None:
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable")
-
-
 def _load(args) -> Any:
     import torch
 
@@ -210,14 +203,16 @@ def _generate_one(pipe, *, prompt: str, seed: int, seconds: float, steps: int, g
 def cmd_generate(args) -> int:
     """``audioldm generate``: one prompt to one (or n numbered) files, or a batch with --prompts."""
     from .audio import format_for, write_audio
+    from .files import check_output_path
 
     if (args.prompt is None) == (args.prompts is None):
         raise InputError("give either a PROMPT or --prompts FILE")
     if args.prompts is not None:
         return _batch(args)
     out = Path(args.output or "out.wav")
+    for path in _numbered(out, args.n):  # before any work: a bad output path fails in a second
+        check_output_path(path, "audio")
     fmt = format_for(out, args.format)
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
     _check_picture(args)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pipe, load_s = _load(args)
@@ -267,16 +262,23 @@ def read_prompt_file(path: Path) -> list[dict[str, Any]]:
 
 def _batch(args) -> int:
     from .audio import format_for, write_audio
-    from .checkpoint import remove_stale_temp_files  # outputs are written atomically; manifest lines appended
+    # outputs are written atomically; manifest lines appended
     from .compat import COMPAT_MODES
+    from .files import check_output_folder, check_output_path, remove_stale_temp_files
 
     items = read_prompt_file(args.prompts)
     _check_picture(args)
     folder = Path(args.output or "out")
     if not folder.exists() and folder.parent.is_dir():
         folder.mkdir()
-    _check_writable_folder(folder)
+    check_output_folder(folder)
     fmt = format_for(f"x.{args.format or 'wav'}")
+    for i, item in enumerate(items):  # every output path, before any work
+        name = item.get("output") or f"{i:04d}-{_slug(item['prompt'])}.{fmt}"
+        if not isinstance(name, str):
+            raise InputError(f"{args.prompts}:{item['_line']}: \"output\" must be a file name, got {name!r}")
+        for p in _numbered(folder / name, int(item.get("n", args.n))):
+            check_output_path(p, "audio")
     base_seed = args.seed if args.seed is not None else random.randrange(2**31)
     manifest = folder / "manifest.jsonl"
     recorded = set()
@@ -350,10 +352,10 @@ def cmd_edit(args) -> int:
     import torch
 
     from .audio import format_for, load_audio, write_audio
+    from .files import check_output_path
 
-    out = Path(args.output)
+    out = check_output_path(args.output, "audio")  # before any work: a bad output path fails in a second
     fmt = format_for(out, args.format)
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
     _check_picture(args)
     waveform, info = load_audio(args.input)  # bad input fails before the model loads
     if args.command == "inpaint":
