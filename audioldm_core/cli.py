@@ -414,10 +414,9 @@ def cmd_plot(args) -> int:
     from .audio import load_audio
     from .plot import _figure_class, write_spectrogram
 
-    out = args.output or args.input.with_suffix(".png")
-    if out.suffix.lower() != ".png":
-        raise InputError(f"the output must be a .png file, got {out}")
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
+    from .files import check_output_path
+
+    out = check_output_path(args.output or args.input.with_suffix(".png"), "picture")
     _figure_class()
     waveform, info = load_audio(args.input)
     write_spectrogram(out, waveform, title=f"{args.input.name} ({info.duration:.2f} s, {info.sample_rate} Hz)")

@@ -23,13 +23,15 @@ PathLike = Union[str, os.PathLike]
 OUTPUT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "audio": ("audio output", (".wav", ".flac")),
     "checkpoint": ("checkpoint output", (".safetensors",)),
+    "picture": ("picture output", (".png",)),
 }
 
 
 def check_output_path(path: PathLike, kind: Optional[str] = None) -> Path:
     """Check that ``path`` can be written as a file of ``kind`` and return it as a :class:`Path`.
 
-    kind: ``"audio"`` (``.wav``/``.flac``), ``"checkpoint"`` (``.safetensors``), or None (any file
+    kind: ``"audio"`` (``.wav``/``.flac``), ``"checkpoint"`` (``.safetensors``), ``"picture"``
+    (``.png``), or None (any file
     name; no extension check). Refuses, with :class:`InputError` worded for the kind: a path that is
     an existing folder, a missing or unwritable parent folder, and an extension the kind does not
     write. Nothing is created.
