@@ -490,14 +490,12 @@ def _local(pending: list[Item], folder: Path, fmt: str, spec: ModelSpec, *, thre
 
 
 def _output_folder(output: PathLike) -> Path:
+    from .files import check_output_folder
+
     folder = Path(output)
     if not folder.exists() and folder.parent.is_dir():
         folder.mkdir()
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable")
-    return folder
+    return check_output_folder(folder)
 
 
 def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audioldm-s-full-v2",
@@ -521,7 +519,7 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
     engine) raises :class:`InputError` before any model is loaded.
     """
     from .audio import format_for
-    from .checkpoint import remove_stale_temp_files
+    from .files import check_output_path, remove_stale_temp_files
 
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -554,7 +552,12 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
 
     skipped = 0
     pending: list[Item] = []
-    for item in items:
+    for k, item in enumerate(items):  # every output path checked before any work; a bad one fails its line
+        try:
+            for o in item.outputs:
+                check_output_path(folder / o, "audio")
+        except InputError as e:
+            items[k] = item = Item(item.index, item.line, item.settings, error=f"{prompts}:{item.line}: {e}")
         if item.error is not None:
             say(f"failed: {item.error}")
             record(failed_record(item, item.error, spec.model))

@@ -174,11 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_writable_folder(folder: Path) -> None:
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable")
 
 
 def _load(args) -> Any:
@@ -192,6 +187,7 @@ def cmd_generate(args) -> int:
     """``audioldm generate``: one prompt to one (or n numbered) files, or a batch with --prompts."""
     from .audio import format_for, write_audio
     from .batch import generate_audio, numbered
+    from .files import check_output_path
 
     if (args.prompt is None) == (args.prompts is None):
         raise InputError("give either a PROMPT or --prompts FILE")
@@ -200,8 +196,9 @@ def cmd_generate(args) -> int:
     if args.ray is not None:
         raise InputError("--ray runs a batch: give --prompts FILE")
     out = Path(args.output or "out.wav")
+    for path in numbered(out, args.n):  # before any work: a bad output path fails in a second
+        check_output_path(path, "audio")
     fmt = format_for(out, args.format)
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
     _check_picture(args)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pipe, load_s = _load(args)
@@ -243,10 +240,10 @@ def cmd_edit(args) -> int:
     import torch
 
     from .audio import format_for, load_audio, write_audio
+    from .files import check_output_path
 
-    out = Path(args.output)
+    out = check_output_path(args.output, "audio")  # before any work: a bad output path fails in a second
     fmt = format_for(out, args.format)
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
     _check_picture(args)
     waveform, info = load_audio(args.input)  # bad input fails before the model loads
     if args.command == "inpaint":
@@ -305,10 +302,9 @@ def cmd_plot(args) -> int:
     from .audio import load_audio
     from .plot import _figure_class, write_spectrogram
 
-    out = args.output or args.input.with_suffix(".png")
-    if out.suffix.lower() != ".png":
-        raise InputError(f"the output must be a .png file, got {out}")
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
+    from .files import check_output_path
+
+    out = check_output_path(args.output or args.input.with_suffix(".png"), "picture")
     _figure_class()
     waveform, info = load_audio(args.input)
     write_spectrogram(out, waveform, title=f"{args.input.name} ({info.duration:.2f} s, {info.sample_rate} Hz)")
