@@ -10,7 +10,8 @@ manifest and decides what a re-run skips; an *executor* only turns pending items
 The contract, whichever engine runs:
 
 - Item ``i`` (its position among the file's non-blank lines) gets seed ``base_seed + i`` unless its
-  line gives ``"seed"``, and the file name ``{i:04d}-{slug}.{fmt}`` unless it gives ``"output"``;
+  line gives ``"seed"``, and the file name ``{i:04d}-{slug}.{fmt}`` unless it gives ``"output"`` (a
+  path under the output folder, checked with the others before any work: a bad one stops the run);
   ``n > 1`` numbers the files ``-0``, ``-1``, ... An item's audio depends only on its settings and
   the model (not on which worker made it), given the same device and thread count.
 - Each output is written atomically (temp file + rename) by whoever generated it.
@@ -206,9 +207,9 @@ def plan(prompts: PathLike, defaults: Defaults, fmt: str = "wav") -> list[Item]:
             name = raw.get("output")
             if name is None:
                 name = f"{i:04d}-{slug(settings['prompt'])}.{fmt}"
-            elif not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
-                raise InputError(f"\"output\" must be a plain file name (no folder, not hidden), got {name!r}")
-            outputs = tuple(p.name for p in numbered(Path(name), settings["n"]))
+            elif not isinstance(name, str) or not name:
+                raise InputError(f"\"output\" must be a file name, got {name!r}")
+            outputs = tuple(str(p) for p in numbered(Path(name), settings["n"]))
             taken = [o for o in outputs if o in owner]
             if taken:
                 raise InputError(f"output {taken[0]} is already the output of line {owner[taken[0]]}")
@@ -552,12 +553,13 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
 
     skipped = 0
     pending: list[Item] = []
-    for k, item in enumerate(items):  # every output path checked before any work; a bad one fails its line
-        try:
-            for o in item.outputs:
+    for item in items:  # every output path, before any work or manifest line: a bad one stops the run
+        for o in item.outputs:
+            try:
                 check_output_path(folder / o, "audio")
-        except InputError as e:
-            items[k] = item = Item(item.index, item.line, item.settings, error=f"{prompts}:{item.line}: {e}")
+            except InputError as e:
+                raise InputError(f"{prompts}:{item.line}: {e}") from None
+    for item in items:
         if item.error is not None:
             say(f"failed: {item.error}")
             record(failed_record(item, item.error, spec.model))
