@@ -265,13 +265,16 @@ class OriginalClapAudio(torch.nn.Module):
         return self._clap.encode_audio(self, audio, device)
 
     @torch.no_grad()
-    def embed(self, batch: torch.Tensor, resample_fn, get_audio_features) -> torch.Tensor:
-        """``CLAPAudioEmbeddingClassifierFreev2.forward`` with ``embed_mode="audio"``:
-        batch (B, n) 16 kHz -> (B, 512)."""
+    def embed(self, batch: torch.Tensor, resample_fn, get_audio_features) -> tuple[torch.Tensor, torch.Tensor]:
+        """``CLAPAudioEmbeddingClassifierFreev2.forward`` with ``embed_mode="audio"``: batch (B, n)
+        16 kHz -> ((B, 512) ``get_audio_embedding`` output, (B, 512) the same before its L2 norm)."""
         batch = resample_fn(batch, orig_freq=16000, new_freq=48000)
         dicts = [get_audio_features({}, w, 480000, data_truncating="fusion", data_filling="repeatpad",
                                     audio_cfg=AUDIO_CFG) for w in batch]
-        return self._clap.get_audio_embedding(self, dicts)
+        unit = self._clap.get_audio_embedding(self, dicts)
+        joined = {k: torch.cat([d[k].unsqueeze(0) for d in dicts]) for k in dicts[0]}  # as get_audio_embedding
+        raw = self.audio_projection(self.encode_audio(joined, device="cpu")["embedding"])
+        return unit, raw
 
 
 def _converted(orig: OriginalClapAudio) -> HTSAT:
@@ -282,8 +285,7 @@ def _converted(orig: OriginalClapAudio) -> HTSAT:
     return model
 
 
-@pytest.mark.parametrize("size", ["test", "htsat-tiny"])
-@pytest.mark.parametrize("seconds", [3.0, 10.0, 10.24])
+@pytest.mark.parametrize("size, seconds", [("test", 3.0), ("test", 10.0), ("test", 10.24), ("htsat-tiny", 10.24)])
 def test_waveform_embedding_matches_original(size, seconds):
     resample_fn = torchaudio_resample()
     offsets: list[int] = []
@@ -296,18 +298,19 @@ def test_waveform_embedding_matches_original(size, seconds):
     g = torch.Generator().manual_seed(4)
     wave = torch.randn(2, n, generator=g) * 0.1 + 0.3 * torch.sin(torch.arange(n) / 16000 * 2 * math.pi * 440)
     np.random.seed(5)
-    want = orig.embed(wave.clone(), resample_fn, features)
-    # the original crops >10 s at a random offset; ours takes it as an argument
+    want, want_raw = orig.embed(wave.clone(), resample_fn, features)
+    # the original crops > 10 s at a random offset; ours takes it as an argument
     assert len(offsets) == (2 if n * 3 > CLAP_SAMPLES else 0), offsets
+    mel = torch.cat([clap_mel(w, offset=offsets[i] if offsets else 0) for i, w in enumerate(wave)])
     with torch.no_grad():
-        got = torch.cat([ours(clap_mel(w, offset=offsets[i] if offsets else 0)) for i, w in enumerate(wave)])
+        got, got_raw = ours(mel), ours.audio_projection(ours.features(mel))
+        ours.audio_projection.linear2.weight.mul_(1.01)
+        _, moved = _rel(ours.audio_projection(ours.features(mel)), want_raw)
     err, rel = _rel(got, want)
     assert rel <= TOL, f"{size}, {seconds} s: embedding max abs error {err:.3g}, relative {rel:.3g} > {TOL}"
-    with torch.no_grad():
-        ours.audio_projection.linear2.weight.mul_(1.01)
-        _, moved = _rel(torch.cat([ours(clap_mel(w, offset=offsets[i] if offsets else 0))
-                                   for i, w in enumerate(wave)]), want)
-    assert moved >= 100 * TOL, f"a 1.01-scaled linear2 moved the embedding only {moved:.3g} (relative)"
+    err, rel = _rel(got_raw, want_raw)
+    assert rel <= TOL, f"{size}, {seconds} s: before L2 norm: max abs error {err:.3g}, relative {rel:.3g} > {TOL}"
+    assert moved >= 100 * TOL, f"a 1.01-scaled linear2 moved the projection only {moved:.3g} (relative)"
 
 
 def test_log_mel_matches_torchlibrosa():
@@ -319,3 +322,35 @@ def test_log_mel_matches_torchlibrosa():
     got = log_mel_48k(x)
     err = (got - want).abs().max().item()
     assert err <= 1e-4, f"log-mel (dB, |values| up to {want.abs().max().item():.1f}): max abs error {err:.3g}"
+
+
+# --- standalone CLAP audio file -------------------------------------------------------------------
+
+def test_clap_file_round_trip_from_transformers_folder(tmp_path):
+    """A transformers ClapModel folder (text half included) -> our CLAP audio file -> the same
+    embedding; a damaged file is refused by its checksum."""
+    transformers = pytest.importorskip("transformers")
+    from audioldm_core.clap_file import load_clap_audio
+    emb, depths, heads = SIZES["test"]
+    cfg = transformers.ClapConfig(
+        text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                         vocab_size=100),
+        audio_config=dict(patch_embeds_hidden_size=emb, depths=list(depths), num_attention_heads=list(heads),
+                          hidden_size=emb * 8))
+    torch.manual_seed(0)
+    ref = transformers.ClapModel(cfg).eval()
+    _jitter(ref, 7)
+    ref.save_pretrained(tmp_path / "clap")
+    out, c = conv.convert_clap_source(str(tmp_path / "clap"), tmp_path / "clap_audio.safetensors")
+    model = load_clap_audio(out)
+    mel = torch.randn(1, 1001, 64, generator=torch.Generator().manual_seed(8)) * 10 - 30
+    with torch.no_grad():
+        want = F.normalize(ref.audio_projection(ref.audio_model(input_features=mel[:, None]).pooler_output), dim=-1)
+        err, rel = _rel(model(mel), want)
+    assert rel <= TOL, f"converted file: max abs error {err:.3g}, relative {rel:.3g}"
+    data = bytearray(out.read_bytes())
+    data[-5] ^= 0xFF
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_clap_audio(bad)
