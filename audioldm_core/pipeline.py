@@ -75,9 +75,10 @@ class AudioLDM:
         """
         parts = load_parts(source, device=device, dtype=dtype, revision=revision, variant=variant)
         pipe = cls(parts.config, parts.tokenizer, source=parts.source, **parts.modules)
-        if clap is not None:
-            from .rerank import attach
+        from .rerank import attach, attach_own
 
+        attach_own(pipe)
+        if clap is not None:
             attach(pipe, clap)
         pipe._warn_slow_dtype()
         return pipe.compile() if compile else pipe

@@ -62,6 +62,15 @@ def attach(pipe, path: Union[str, os.PathLike], source: str = "external") -> Non
     pipe.set_clap_audio(lambda: load_clap_audio(path, device=pipe.device, dtype=torch.float32), source)
 
 
+def attach_own(pipe) -> None:
+    """Attach the model file's own ``clap_audio`` component, if it has one (header read only)."""
+    from .clap_file import has_clap_audio
+
+    path = pipe.source.get("path") if pipe.source.get("kind") == "file" else None
+    if path is not None and has_clap_audio(path):
+        attach(pipe, path, source="checkpoint")
+
+
 def tower(pipe) -> torch.nn.Module:
     """``pipe.clap_audio`` or one clear error saying how to get one."""
     t = getattr(pipe, "clap_audio", None)

@@ -96,31 +96,3 @@ def transformers_audio_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, t
     """The audio half of a transformers ``ClapModel`` state dict (``audio_model.*``,
     ``audio_projection.*``); the text half and ``logit_scale_*`` are not ours to keep here."""
     return {k: v for k, v in state.items() if k.startswith(("audio_model.", "audio_projection."))}
-
-
-def convert_clap_source(source: str, out, *, revision=None):
-    """``audioldm-convert``'s standalone-CLAP path: an original ``.ckpt`` (its audio tower) or a
-    transformers ``ClapModel`` folder / Hub id (``laion/clap-htsat-unfused``) -> a CLAP audio file
-    (:mod:`audioldm_core.clap_file`). Returns (path, config)."""
-    from pathlib import Path
-
-    from audioldm_core.clap_file import save_clap_audio
-    from convert.core import find_weight_file, read_weights, resolve_source
-    from convert.original import read_lightning_checkpoint
-
-    p = Path(source)
-    if p.is_file() and p.suffix == ".ckpt":
-        tensors = original_audio_tensors(read_lightning_checkpoint(p))
-        if not tensors:
-            raise CheckpointError(f"{p} holds no CLAP audio tower (no {ORIGINAL_PREFIX}audio_branch.* tensors)")
-        cfg, state = from_original(tensors, f"clap_audio ({p})")
-    else:
-        folder = p if p.is_dir() else resolve_source(source, revision)[0]
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            weights = folder / "pytorch_model.bin"
-        tensors = transformers_audio_tensors(read_weights(weights))
-        if not tensors:
-            raise CheckpointError(f"{weights} holds no CLAP audio tower (no audio_model.* tensors)")
-        cfg, state = from_transformers(tensors, f"clap_audio ({weights})")
-    return save_clap_audio(out, cfg, state, {"source": str(source), "revision": revision}), cfg

@@ -341,7 +341,8 @@ def test_clap_file_round_trip_from_transformers_folder(tmp_path):
     ref = transformers.ClapModel(cfg).eval()
     _jitter(ref, 7)
     ref.save_pretrained(tmp_path / "clap")
-    out, c = conv.convert_clap_source(str(tmp_path / "clap"), tmp_path / "clap_audio.safetensors")
+    from convert.clap_source import convert_clap_source
+    out, c = convert_clap_source(str(tmp_path / "clap"), tmp_path / "clap_audio.safetensors")
     model = load_clap_audio(out)
     mel = torch.randn(1, 1001, 64, generator=torch.Generator().manual_seed(8)) * 10 - 30
     with torch.no_grad():
