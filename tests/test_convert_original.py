@@ -383,6 +383,10 @@ def test_clap_audio_kept_and_dropped(tiny, tmp_path):
     out = tmp_path / "with.safetensors"
     convert_to_file(str(ckpt), out, tokenizer=str(tok))
     assert has_clap_audio(out) and verify(out) == []
+    from audioldm_core.pipeline import AudioLDM
+
+    pipe = AudioLDM.from_pretrained(out)  # the file's own tower: attached, not read until used
+    assert pipe.clap_audio_source == "checkpoint" and pipe._clap_audio is None
     ours = load_clap_audio(out)
     clap = model.cond_stage_model.model
     wave = torch.randn(1, 480000, generator=torch.Generator().manual_seed(1)) * 0.3

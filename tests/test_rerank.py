@@ -51,19 +51,21 @@ KW = dict(audio_length_in_s=0.64, num_inference_steps=2, progress=False)
 
 def test_best_of_keeps_each_prompts_best(pipe):
     prompts = ["a dog", "rain on a roof"]
-    out = pipe(prompts, num_candidates=3, num_waveforms_per_prompt=2, generator=_g(1), **KW)
-    assert out.audios.shape[0] == 4 and len(out.scores) == 4 and out.candidates == 3
-    # the same candidates, generated as one plain batch (prompt-major: prompt i's 6 consecutive)
-    all_ = pipe(prompts, num_waveforms_per_prompt=6, generator=_g(1), **KW).audios
-    scores = np.array(pipe.clap_score(list(all_), [p for p in prompts for _ in range(6)]))
+    n_w, n_c = 2, 2
+    per = n_w * n_c
+    out = pipe(prompts, num_candidates=n_c, num_waveforms_per_prompt=n_w, generator=_g(1), **KW)
+    assert out.audios.shape[0] == 2 * n_w and len(out.scores) == 2 * n_w and out.candidates == n_c
+    # the same candidates, generated as one plain batch (prompt-major: prompt i's `per` consecutive)
+    all_ = pipe(prompts, num_waveforms_per_prompt=per, generator=_g(1), **KW).audios
+    scores = np.array(pipe.clap_score(list(all_), [p for p in prompts for _ in range(per)]))
     for i in range(2):
-        block = scores[6 * i:6 * i + 6]
-        best = np.argsort(-block, kind="stable")[:2]
-        want = all_[6 * i + best]
-        err = np.abs(out.audios[2 * i:2 * i + 2] - want).max()
-        assert err == 0, f"prompt {i}: kept waveforms differ from the 2 best candidates by {err}"
-        assert np.allclose(out.scores[2 * i:2 * i + 2], block[best], atol=1e-6), (out.scores, block)
-        assert out.scores[2 * i] >= out.scores[2 * i + 1]
+        block = scores[per * i:per * (i + 1)]
+        best = np.argsort(-block, kind="stable")[:n_w]
+        want = all_[per * i + best]
+        err = np.abs(out.audios[n_w * i:n_w * (i + 1)] - want).max()
+        assert err == 0, f"prompt {i}: kept waveforms differ from the {n_w} best candidates by {err}"
+        assert np.allclose(out.scores[n_w * i:n_w * (i + 1)], block[best], atol=1e-6), (out.scores, block)
+        assert out.scores[n_w * i] >= out.scores[n_w * i + 1]
 
 
 def test_selection_matches_original_indexing():
