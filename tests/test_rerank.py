@@ -150,3 +150,29 @@ def test_no_tower_and_external_tower(tmp_path):
     f2 = save_clap_audio(tmp_path / "w.safetensors", wide, _tower(wide).state_dict(), {"source": "test"})
     with pytest.raises(InputError, match="projects to 24"):
         AudioLDM.from_pretrained("tiny", clap=f2)
+
+
+def test_cli_score_variation_candidates(tmp_path, capsys):
+    """`audioldm score` over a batch folder's manifest (JSONL out), `variation` refused with an
+    external CLAP (exit 2, no file), `generate --candidates 0` refused by the parser."""
+    import json
+
+    from audioldm_core.audio import write_audio
+    from audioldm_core.cli import main
+
+    f = save_clap_audio(tmp_path / "c.safetensors", TEST_CFG, _tower().state_dict(), {"source": "test"})
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    write_audio(folder / "a.wav", _tone(1.0))
+    write_audio(folder / "b.wav", _tone(1.0, 880.0))
+    (folder / "manifest.jsonl").write_text(json.dumps({"prompt": "a tone", "outputs": ["a.wav", "b.wav"]}) + "\n")
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", str(folder), "--model", "tiny", "--clap", str(f), "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["a tone", "a tone"] and all(-1 <= r["clap_score"] <= 1 for r in rows)
+    var = tmp_path / "v.wav"
+    assert main(["variation", str(folder / "a.wav"), "--model", "tiny", "--clap", str(f), "-o", str(var)]) == 2
+    assert not var.exists() and "not drive variations" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "x", "--model", "tiny", "--candidates", "0"])
+    assert e.value.code == 2
