@@ -2,7 +2,9 @@
 
 Layout of a file:
   tensors   ``clap.*``, ``unet.*``, ``vae.*``, ``vocoder.*``: each component's state dict under its
-            prefix, names exactly as our modules name them.
+            prefix, names exactly as our modules name them; optionally ``clap_audio.*``, the CLAP
+            audio tower of an original ``.ckpt`` (config in ``clap_audio_config``; read only when
+            used, by ``clap_file.py``).
   metadata  (all values are strings, as safetensors requires)
             ``format``            ``"audioldm-core"``
             ``format_version``    ``"1"``
