@@ -450,7 +450,7 @@ def test_release_sizes_map_on_meta(name, monkeypatch):
     with torch.device("meta"):  # the LatentDiffusion's parts (its own __init__ computes on the schedule)
         unet = instantiate_from_config(params["unet_config"]).state_dict()
         vae = instantiate_from_config(params["first_stage_config"]).state_dict()
-        clap = FakeClapConditioner().state_dict()
+    clap = FakeClapConditioner().state_dict()  # small; torchlibrosa's STFT cannot be built on meta
     state = {"model.diffusion_model." + k: v for k, v in unet.items()}
     state |= {ema_key(k): v for k, v in unet.items()}
     state |= {"first_stage_model." + k: v for k, v in vae.items()}
