@@ -44,7 +44,8 @@ from .errors import AudioLDMError, InputError, MissingExtraError, SourceNotFound
 
 ENGINES = ("local", "ray")
 MANIFEST = "manifest.jsonl"
-ITEM_KEYS = ("prompt", "seed", "seconds", "steps", "guidance", "negative", "sampler", "n", "compat", "output")
+ITEM_KEYS = ("prompt", "seed", "seconds", "steps", "guidance", "negative", "sampler", "n", "compat", "candidates",
+             "output")
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,6 +63,7 @@ class Defaults:
     sampler: str = "ddim"
     n: int = 1
     compat: str = "diffusers"
+    candidates: int = 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ModelSpec:
     compile: bool = False
     allow_long: bool = False
     spectrogram: bool = False
+    clap: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,7 @@ def _settings(raw: dict, index: int, d: Defaults) -> dict:
         "sampler": raw.get("sampler", d.sampler),
         "n": _int(raw.get("n", d.n), "n", 1),
         "compat": raw.get("compat", d.compat),
+        "candidates": _int(raw.get("candidates", d.candidates), "candidates", 1),
     }
     if s["negative"] is not None and not isinstance(s["negative"], str):
         raise InputError(f"\"negative\" must be a string, got {s['negative']!r}")
@@ -273,7 +277,7 @@ def load_pipeline(spec: ModelSpec, threads: Optional[int] = None, *, quiet: bool
     t0 = time.perf_counter()
     try:
         pipe = AudioLDM.from_pretrained(spec.model, device=spec.device, dtype=getattr(torch, spec.dtype),
-                                        compile=spec.compile)
+                                        compile=spec.compile, clap=spec.clap)
     except SourceNotFoundError as e:
         raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
     return pipe, time.perf_counter() - t0
@@ -281,14 +285,14 @@ def load_pipeline(spec: ModelSpec, threads: Optional[int] = None, *, quiet: bool
 
 def generate_audio(pipe, *, prompt: str, seed: int, seconds: float, steps: int, guidance: float,
                    negative: Optional[str], sampler: str, n: int, progress: bool = False, allow_long: bool = False,
-                   compat: str = "diffusers"):
+                   compat: str = "diffusers", candidates: int = 1):
     """``n`` waveforms (n, samples) float32 for one prompt, noise from ``torch.Generator().manual_seed(seed)``."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = pipe(prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=guidance,
                negative_prompt=negative, num_waveforms_per_prompt=n, generator=gen, sampler=sampler,
-               progress=progress, allow_long=allow_long, compat=compat)
+               progress=progress, allow_long=allow_long, compat=compat, num_candidates=candidates)
     return out.audios
 
 
@@ -502,8 +506,8 @@ def _output_folder(output: PathLike) -> Path:
 def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audioldm-s-full-v2",
         seed: Optional[int] = None, seconds: float = 5.12, steps: int = 10, guidance: float = 2.5,
         negative: Optional[str] = None, sampler: str = "ddim", n: int = 1, compat: str = "diffusers",
-        format: str = "wav", device: str = "cpu", dtype: str = "float32", compile: bool = False,
-        allow_long: bool = False, threads: Optional[int] = None, engine: str = "local",
+        candidates: int = 1, clap: Optional[str] = None, format: str = "wav", device: str = "cpu",
+        dtype: str = "float32", compile: bool = False, allow_long: bool = False, threads: Optional[int] = None, engine: str = "local",
         address: Optional[str] = None, workers: int = 2, threads_per_worker: int = 1,
         gpus_per_worker: float = 0.0, progress: bool = False, spectrogram: bool = False,
         log: Optional[Callable[[str], None]] = print) -> Result:
@@ -529,7 +533,8 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
         seed = random.randrange(2**31)
     defaults = Defaults(seed=_int(seed, "seed", 0, 2**63), seconds=_number(seconds, "seconds", True),
                         steps=_int(steps, "steps", 1), guidance=_number(guidance, "guidance", False),
-                        negative=negative, sampler=sampler, n=_int(n, "n", 1), compat=compat)
+                        negative=negative, sampler=sampler, n=_int(n, "n", 1), compat=compat,
+                        candidates=_int(candidates, "candidates", 1))
     items = plan(prompts, defaults, fmt)
     folder = _output_folder(output)
     ray = _ray_check(workers, threads_per_worker, gpus_per_worker) if engine == "ray" else None
@@ -541,7 +546,7 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
     if engine == "ray" and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())  # the same absolute path on every node
     spec = ModelSpec(model=str(model), device=device, dtype=dtype, compile=compile, allow_long=allow_long,
-                     spectrogram=spectrogram)
+                     spectrogram=spectrogram, clap=clap)
 
     manifest = folder / MANIFEST
     recorded = recorded_outputs(manifest)

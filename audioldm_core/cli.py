@@ -1,6 +1,7 @@
 """The ``audioldm`` command line: ``generate`` (one prompt or a resumable batch), the edits
-``transfer``, ``inpaint`` and ``superres``, ``samplers``, ``plot`` (a spectrogram PNG of a file) and
-``serve`` (the local web app).
+``transfer``, ``inpaint`` and ``superres``, ``samplers``, ``plot`` (a spectrogram PNG of a file),
+``serve`` (the local web app), and the CLAP audio commands ``variation`` and ``score``
+(:mod:`audioldm_core.cli_clap`).
 
 Errors print one line (``audioldm: error: ...``) and exit with status 2; nothing partial is written.
 """
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch.compile the UNet (a one-time compilation cost per new length; see "
                              "benchmarks/RESULTS.md for what it gains on a CPU)")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--clap", default=None,
+                        help="CLAP audio file (audioldm-convert laion/clap-htsat-unfused) for --candidates and score")
     common.add_argument("--spectrogram", action="store_true",
                         help="also write OUT.png beside each output: its log-mel spectrogram (edits: input and "
                              "output side by side, edited region marked); needs the [ui] extra")
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", type=Path, default=None,
                    help="file with one prompt per line, or JSONL objects {\"prompt\": ..., \"seed\": ..., "
                         "\"seconds\": ..., \"steps\": ..., \"guidance\": ..., \"negative\": ..., \"sampler\": ..., "
-                        "\"n\": ..., \"compat\": ...}; writes one file per prompt and manifest.jsonl, skipping "
+                        "\"n\": ..., \"compat\": ..., \"candidates\": ...}; writes one file per prompt and manifest.jsonl, skipping "
                         "existing outputs")
     g.add_argument("--seconds", type=_positive_float, default=5.12, help="audio length (default 5.12)")
     g.add_argument("-n", "--num-waveforms", type=_positive_int, default=1, dest="n",
@@ -130,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ray: CPUs reserved and torch threads per actor (default 1)")
     g.add_argument("--gpus-per-worker", type=_gpus, default=None,
                    help="with --ray: GPUs per actor, a fraction shares one (default 0; > 0 implies --device cuda)")
+    g.add_argument("--candidates", type=_positive_int, default=1,
+                   help="generate this many per waveform and keep the one CLAP ranks best (needs a CLAP audio tower)")
     g.add_argument("--allow-long", action="store_true",
                    help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
     t = sub.add_parser("transfer", parents=[common], help="text-guided style transfer of an audio file")
@@ -171,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype (default float32)")
     s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     s.add_argument("--share", action="store_true", help=argparse.SUPPRESS)
+    from .cli_clap import add_commands
+
+    add_commands(sub, common)
     return p
 
 
@@ -179,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args) -> Any:
     from .batch import ModelSpec, load_pipeline
 
-    return load_pipeline(ModelSpec(args.model, device=args.device, dtype=args.dtype, compile=args.compile),
-                         args.threads)
+    return load_pipeline(ModelSpec(args.model, device=args.device, dtype=args.dtype, compile=args.compile,
+                                   clap=args.clap), args.threads)
 
 
 def cmd_generate(args) -> int:
@@ -205,7 +213,8 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     audios = generate_audio(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
                             guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
-                            progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat)
+                            progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat,
+                            candidates=args.candidates)
     gen_s = time.perf_counter() - t0
     for path, audio in zip(numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
@@ -226,7 +235,8 @@ def _batch(args) -> int:
         raise InputError("with --ray, set each worker's threads with --threads-per-worker (--threads is for one process)")
     result = run(args.prompts, args.output or "out", model=args.model, seed=args.seed, seconds=args.seconds,
                  steps=args.steps, guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
-                 compat=args.compat, format=args.format or "wav", device=args.device, dtype=args.dtype,
+                 compat=args.compat, candidates=args.candidates, clap=args.clap, format=args.format or "wav",
+                 device=args.device, dtype=args.dtype,
                  compile=args.compile, allow_long=args.allow_long, threads=args.threads,
                  engine="local" if args.ray is None else "ray", address=args.ray or None,
                  workers=args.workers or 2, threads_per_worker=args.threads_per_worker or 1,
@@ -335,6 +345,8 @@ def cmd_samplers(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``audioldm`` command; returns the exit status."""
+    from .cli_clap import cmd_score, cmd_variation
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -342,7 +354,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         return {"generate": cmd_generate, "samplers": cmd_samplers, "transfer": cmd_edit, "inpaint": cmd_edit,
-                "superres": cmd_edit, "plot": cmd_plot, "serve": cmd_serve}[args.command](args)
+                "superres": cmd_edit, "plot": cmd_plot, "serve": cmd_serve,
+                "variation": lambda a: cmd_variation(a, _load), "score": lambda a: cmd_score(a, _load)}[args.command](args)
     except AudioLDMError as e:
         print(f"audioldm: error: {e}", file=sys.stderr)
         return 2
