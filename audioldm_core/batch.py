@@ -507,8 +507,8 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
         seed: Optional[int] = None, seconds: float = 5.12, steps: int = 10, guidance: float = 2.5,
         negative: Optional[str] = None, sampler: str = "ddim", n: int = 1, compat: str = "diffusers",
         candidates: int = 1, clap: Optional[str] = None, format: str = "wav", device: str = "cpu",
-        dtype: str = "float32", compile: bool = False, allow_long: bool = False, threads: Optional[int] = None, engine: str = "local",
-        address: Optional[str] = None, workers: int = 2, threads_per_worker: int = 1,
+        dtype: str = "float32", compile: bool = False, allow_long: bool = False, threads: Optional[int] = None,
+        engine: str = "local", address: Optional[str] = None, workers: int = 2, threads_per_worker: int = 1,
         gpus_per_worker: float = 0.0, progress: bool = False, spectrogram: bool = False,
         log: Optional[Callable[[str], None]] = print) -> Result:
     """Run (or resume) the batch of ``prompts`` into the folder ``output``; see the module docstring.
