@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import longform
 from .checkpoint import COMPONENTS, build_component, empty_component, load_components, load_state_strict
 from .config import AudioLDMConfig, builtin_config
 from .errors import InputError, NumericalError
+from .longform import OVERLAP_S
 
 # Short names of the public checkpoints, accepted wherever a Hub repo id is.
 HUB_ALIASES = {
@@ -63,7 +65,8 @@ class DenoiseStep:
 
     index: 0-based step number; num_steps: total steps; timestep: the sampler's timestep;
     latents: (B, C, T, F) current latents (scaled, as the UNet sees them before decoding);
-    num_samples: the waveform length :meth:`AudioLDM.decode` trims to.
+    num_samples: the waveform length :meth:`AudioLDM.decode` trims to; windows: UNet windows per
+    model call (1: the plain path); loop, decode_mode: what :meth:`AudioLDM.decode` needs for them.
     """
 
     index: int
@@ -71,6 +74,9 @@ class DenoiseStep:
     timestep: Any
     latents: torch.Tensor
     num_samples: int
+    windows: int = 1
+    loop: bool = False
+    decode_mode: str = "auto"
 
 
 def _tokenizer_from_dict(data: dict, max_len: int):
@@ -262,6 +268,12 @@ class AudioLDM:
         """How many mel frames (and bins) one latent cell covers: 2 ** (VAE levels - 1)."""
         return 2 ** (len(self.config.vae.block_channels) - 1)
 
+    @property
+    def latent_frame_s(self) -> float:
+        """Seconds of audio per latent frame (0.04 for AudioLDM: 4 mel frames of 10 ms)."""
+        voc = self.config.vocoder
+        return float(np.prod(voc.upsample_rates)) * self.vae_scale_factor / voc.sampling_rate
+
     def lengths(self, audio_length_in_s: Optional[float], allow_long: bool = False,
                 batch: int = 1) -> tuple[float, int, int]:
         """(seconds, mel frames, waveform samples) for a requested length, as diffusers computes them:
@@ -405,14 +417,16 @@ class AudioLDM:
         gdev = generator.device if generator is not None else dev
         return torch.randn(shape, generator=generator, device=gdev, dtype=dt).to(dev)
 
-    def guided_eps(self, cond: torch.Tensor, uncond: Optional[torch.Tensor],
-                   guidance_scale: float) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    def guided_eps(self, cond: torch.Tensor, uncond: Optional[torch.Tensor], guidance_scale: float,
+                   model: Optional[Callable[..., torch.Tensor]] = None) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         """The model closure the samplers call: ``eps_fn(x, t) -> eps``.
 
         With ``uncond`` it runs the UNet once on the batch [uncond; cond] and returns
         ``eps_u + g * (eps_c - eps_u)`` (classifier-free guidance, Ho & Salimans 2022).
+        ``model``: called instead of ``self.unet`` as ``model(x, t, class_emb)`` (the windowed UNet of
+        :func:`audioldm_core.longform.windowed`).
         """
-        unet = self.unet
+        unet = self.unet if model is None else model
         if uncond is None:
             return lambda x, t: unet(x, t, cond)
         both = torch.cat([uncond, cond])
@@ -431,7 +445,9 @@ class AudioLDM:
                 negative_prompt: Union[str, Sequence[str], None] = None, num_waveforms_per_prompt: int = 1,
                 eta: Optional[float] = None, generator: Generator = None, latents: Optional[torch.Tensor] = None,
                 prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
-                sampler: str = "ddim", allow_long: bool = False, compat: str = "diffusers") -> Iterator[DenoiseStep]:
+                sampler: str = "ddim", allow_long: bool = False, compat: str = "diffusers",
+                window_s: Union[str, float, None] = "auto", overlap_s: float = OVERLAP_S,
+                loop: bool = False) -> Iterator[DenoiseStep]:
         """The denoising loop as a generator: yields a :class:`DenoiseStep` after every step.
 
         Stop iterating to stop early; ``pipe.decode(step.latents, step.num_samples)`` turns any
@@ -451,7 +467,16 @@ class AudioLDM:
         n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else \
             (prompt_embeds.shape[0] if isinstance(prompt_embeds, torch.Tensor) and prompt_embeds.ndim else 1)
         n_wave = num_waveforms_per_prompt if isinstance(num_waveforms_per_prompt, int) else 1
-        _, frames, samples = self.lengths(audio_length_in_s, allow_long, n_prompts * n_wave)
+        seconds, frames, samples = self.lengths(audio_length_in_s, True, n_prompts * n_wave)
+        spec = longform.resolve(seconds, self.latent_frame_s, window_s, overlap_s, loop)
+        plan = None if spec is None else spec.plan(frames // self.vae_scale_factor)
+        if plan is None or plan.trivial:
+            plan = None
+            self.lengths(audio_length_in_s, allow_long, n_prompts * n_wave)  # the plain path's length limit
+        else:
+            longform.check_memory(seconds, n_prompts * n_wave)
+            if loop:  # a loop's period is the whole latent: no trimming
+                samples = frames * int(np.prod(self.config.vocoder.upsample_rates))
         cond, uncond = self.encode_prompt(prompt, negative_prompt=negative_prompt,
                                           num_waveforms_per_prompt=num_waveforms_per_prompt, guidance_scale=g,
                                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
@@ -466,7 +491,9 @@ class AudioLDM:
                 empty = self.prompt_encoder([""]).to(device=cond.device, dtype=cond.dtype)
                 cond = torch.where(swap[:, None], empty, cond)
         self.text_encoder_idle()
-        eps_fn = self.guided_eps(cond, uncond, g)
+        eps_fn = self.guided_eps(cond, uncond, g, None if plan is None else
+                                 longform.windowed(self.unet, plan, longform.MAX_ROWS))
+        windows, mode = (1, "full" if window_s is None else "auto") if plan is None else (plan.n, "auto")
         opts = {"eta": eta} if sampler == "ddim" else {}
         stream = run(eps_fn, x, self.config.schedule, steps, generator=generator, **opts)
         for i, (t, x) in enumerate(stream):
@@ -475,26 +502,28 @@ class AudioLDM:
                                      f"{sampler} sampler in the UNet ({self.dtype}); try float32")
             if mode == "original" and i == n_evals - 1:
                 x = original_clip(x)
-            yield DenoiseStep(index=i, num_steps=n_evals, timestep=t, latents=x, num_samples=samples)
+            yield DenoiseStep(index=i, num_steps=n_evals, timestep=t, latents=x, num_samples=samples,
+                              windows=windows, loop=loop, decode_mode=mode)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, num_samples: Optional[int] = None, *, mode: str = "auto",
+               loop: bool = False) -> torch.Tensor:
         """Latents (B, C, T, F) -> waveform (B, samples) float32 on the CPU, trimmed to ``num_samples``.
 
         Divides by the VAE scaling factor, decodes the mel (B, 1, 4T, 64), and runs the vocoder.
+        mode: "full" (one pass of each), "tiled" (the same to float rounding, in bounded activation
+        memory), "windowed" (the VAE in blended windows: bounded memory and linear time, an
+        approximation) or "auto" ("full" up to ``longform.SWITCH_S`` seconds, "windowed" beyond);
+        loop: the decode wraps around (see :func:`audioldm_core.longform.decode`).
         """
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
             raise InputError(f"latents must be a (B, C, T, F) tensor, got "
                              f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}")
         vae_dtype = next(self.vae.parameters()).dtype
         z = latents.to(device=self.device, dtype=vae_dtype) / self.config.vae.scaling_factor
-        mel = self.vae.decode(z)
-        if not torch.isfinite(mel).all():
-            raise NumericalError(f"the VAE decoder produced NaN/Inf ({vae_dtype}); try float32")
-        voc_dtype = next(self.vocoder.parameters()).dtype
-        audio = self.vocoder(mel.squeeze(1).to(voc_dtype))
+        audio = longform.decode(self.vae, self.vocoder, z, mode=mode, loop=loop)
         if not torch.isfinite(audio).all():
-            raise NumericalError(f"the vocoder produced NaN/Inf ({voc_dtype}); try float32")
+            raise NumericalError(f"the vocoder produced NaN/Inf ({audio.dtype}); try float32")
         audio = audio.cpu().float()
         return audio if num_samples is None else audio[:, :num_samples]
 
@@ -505,7 +534,8 @@ class AudioLDM:
                  prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, Any, torch.Tensor], None]] = None, callback_steps: int = 1,
                  output_type: str = "np", sampler: str = "ddim", progress: bool = True,
-                 allow_long: bool = False, compat: str = "diffusers") -> AudioOutput:
+                 allow_long: bool = False, compat: str = "diffusers", window_s: Union[str, float, None] = "auto",
+                 overlap_s: float = OVERLAP_S, loop: bool = False) -> AudioOutput:
         """Generate audio from text (diffusers ``AudioLDMPipeline.__call__`` semantics).
 
         prompt: a string or list of strings (or give ``prompt_embeds`` (B, 512) instead).
@@ -522,7 +552,17 @@ class AudioLDM:
         latents: initial unit-variance noise (B, 8, T/4, 16) to use instead of drawing it.
         callback(step, timestep, latents): called every ``callback_steps`` steps.
         output_type: "np" (numpy) or "pt" (torch). progress: show a tqdm bar.
-        allow_long: permit lengths above ``MAX_SECONDS`` (120 s).
+        allow_long: permit lengths above ``MAX_SECONDS`` (120 s) on the plain path (windowed runs
+            need no permission; they are refused only when the machine's memory cannot hold them).
+        window_s: "auto" (default): the plain full-length path up to ``longform.SWITCH_S`` seconds,
+            beyond it the UNet runs on windows of 10.24 s (the trained length) overlapping by
+            ``overlap_s``, merged into one noise prediction at every step (MultiDiffusion), and the
+            VAE decodes in windows; None: always the plain path (diffusers' result, at any length);
+            a number: windows of that many seconds at any length (a multiple of 0.04 s). A run
+            that fits in one window is the plain path, bit for bit.
+        overlap_s: seconds neighbouring windows share (default 1.28; a multiple of 0.04 s).
+        loop: windows wrap around the end, so the audio loops without a seam; the output is the whole
+            latent's length (``audio_length_in_s`` rounded up to 0.04 s), at least one window long.
         compat: "diffusers" (default: diffusers' sampling) or "original": the original AudioLDM
             code's sampling, which changes results in three ways: DDIM ``eta`` defaults to 1.0; each
             waveform's prompt embedding is replaced by the empty prompt's with probability 0.1 (the
@@ -540,7 +580,7 @@ class AudioLDM:
             raise InputError("callback must be callable as callback(step, timestep, latents)")
         stream = self.denoise(prompt, audio_length_in_s, num_inference_steps, guidance_scale, negative_prompt,
                               num_waveforms_per_prompt, eta, generator, latents, prompt_embeds,
-                              negative_prompt_embeds, sampler, allow_long, compat)
+                              negative_prompt_embeds, sampler, allow_long, compat, window_s, overlap_s, loop)
         from .samplers import evals_per_step
 
         order = evals_per_step(sampler)
@@ -551,18 +591,27 @@ class AudioLDM:
                 if bar is None and progress:  # created after the first step: bad input never shows a bar
                     from tqdm.auto import tqdm
 
-                    bar = tqdm(total=num_inference_steps, desc=f"{sampler}", unit="step", leave=False)
+                    w = step.windows
+                    bar = tqdm(total=num_inference_steps * w, desc=f"{sampler}" + (f" {w} windows" if w > 1 else ""),
+                               unit="window" if w > 1 else "step", leave=False)
                 # as diffusers: a step is complete every `order` model evaluations (Heun: 2)
                 if step.index == step.num_steps - 1 or (step.index + 1) % order == 0:
                     if bar is not None:
-                        bar.update(1)
+                        bar.update(step.windows)
                     if callback is not None and step.index % every == 0:
                         callback(step.index // order, step.timestep, step.latents)
         finally:
             if bar is not None:
                 bar.close()
-        audio = self.decode(step.latents, step.num_samples)
+        audio = self.decode(step.latents, step.num_samples, mode=step.decode_mode, loop=step.loop)
         return AudioOutput(audios=audio.numpy() if output_type == "np" else audio, sample_rate=self.sample_rate)
+
+    def extend(self, audio, prompt: str, seconds: float, **kwargs) -> AudioOutput:
+        """Continue ``audio`` (a path or 16 kHz samples) by ``seconds`` of audio from ``prompt``; see
+        :func:`audioldm_core.extend.extend` for the arguments."""
+        from .extend import extend
+
+        return extend(self, audio, prompt, seconds, **kwargs)
 
     def transfer(self, audio, prompt: str, strength: float = 0.5, **kwargs) -> AudioOutput:
         """Text-guided style transfer of ``audio`` (a path or 16 kHz samples); see
