@@ -58,6 +58,24 @@ def _seed(text: str) -> int:
     return v
 
 
+def _window(text: str) -> Any:
+    """--window: 'auto', 'none' or a positive number of seconds."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or seconds (e.g. 10.24), got {text!r}") from None
+
+
+def _long_args(parser: argparse.ArgumentParser, default_window: str) -> None:
+    parser.add_argument("--window", type=_window, default=default_window, metavar="SECONDS|auto|none",
+                        help="UNet window for long audio: 'auto' windows of 10.24 s beyond 30.72 s, 'none' the plain "
+                             f"full-length path, or seconds, a multiple of 0.04 (default {default_window})")
+    parser.add_argument("--overlap", type=_positive_float, default=1.28,
+                        help="seconds shared by neighbouring windows, a multiple of 0.04 (default 1.28)")
+
+
 def _sampler(text: str) -> str:
     from .samplers import SAMPLERS
 
@@ -109,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "eta 1.0, 10%% of prompts swapped for the empty prompt, latent clipping; see README "
                         "'Differences')")
     g.add_argument("--allow-long", action="store_true",
-                   help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
+                   help="allow --seconds above 120 with --window none (memory grows with length; the error gives "
+                        "an estimate); windowed runs need no permission")
+    g.add_argument("--loop", action="store_true",
+                   help="make the audio loop seamlessly (windows wrap around the end; at least one window long)")
+    _long_args(g, "auto")
     t = sub.add_parser("transfer", parents=[common], help="text-guided style transfer of an audio file")
     t.add_argument("input", type=Path, help="input audio file (wav, flac, ogg; any rate; mono or stereo)")
     t.add_argument("prompt", help="the text prompt")
@@ -127,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cutoff", type=float, default=None,
                    help="keep mel bands below this frequency in Hz (default: detected from the input)")
     r.add_argument("-o", "--output", default="superres.wav", help="output file (default superres.wav)")
+    e = sub.add_parser("extend", parents=[common], help="continue an audio file with generated audio")
+    e.add_argument("input", type=Path, help="input audio file")
+    e.add_argument("prompt", help="the text prompt for the continuation")
+    e.add_argument("--seconds", type=_positive_float, required=True, help="seconds to add after the input")
+    e.add_argument("-o", "--output", default="extend.wav", help="output file (default extend.wav)")
+    _long_args(e, "10.24")
+    for sp in (t, i, r):
+        _long_args(sp, "auto")
     sub.add_parser("samplers", help="list the samplers")
     return p
 
@@ -171,13 +201,13 @@ def _load(args) -> Any:
 
 def _generate_one(pipe, *, prompt: str, seed: int, seconds: float, steps: int, guidance: float,
                   negative: Optional[str], sampler: str, n: int, progress: bool, allow_long: bool = False,
-                  compat: str = "diffusers"):
+                  compat: str = "diffusers", **long: Any):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = pipe(prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=guidance,
                negative_prompt=negative, num_waveforms_per_prompt=n, generator=gen, sampler=sampler,
-               progress=progress, allow_long=allow_long, compat=compat)
+               progress=progress, allow_long=allow_long, compat=compat, **long)
     return out.audios
 
 
@@ -193,11 +223,15 @@ def cmd_generate(args) -> int:
     fmt = format_for(out, args.format)
     _check_writable_folder(out.parent if str(out.parent) else Path("."))
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    from .longform import check_args
+
+    check_args(args.seconds, args.window, args.overlap, args.loop)  # before the model loads
     pipe, load_s = _load(args)
     t0 = time.perf_counter()
     audios = _generate_one(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
                            guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
-                           progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat)
+                           progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat,
+                           window_s=args.window, overlap_s=args.overlap, loop=args.loop)
     gen_s = time.perf_counter() - t0
     for path, audio in zip(_numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
@@ -314,7 +348,7 @@ def _append_line(path: Path, record: dict) -> None:
 
 
 def cmd_edit(args) -> int:
-    """``audioldm transfer|inpaint|superres``: edit an input file, write one output file."""
+    """``audioldm transfer|inpaint|superres|extend``: edit an input file, write one output file."""
     import torch
 
     from .audio import format_for, load_audio, write_audio
@@ -326,12 +360,18 @@ def cmd_edit(args) -> int:
     if info.downmixed:
         print(f"note: {args.input} has {info.channels} channels; downmixed to mono", file=sys.stderr)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    from .longform import check_args
+
+    check_args(len(waveform) / 16000 + (args.seconds if args.command == "extend" else 0), args.window, args.overlap)
     pipe, _ = _load(args)
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative,
-              generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress)
+              generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress,
+              window_s=args.window, overlap_s=args.overlap)
     t0 = time.perf_counter()
     if args.command == "transfer":
         res = pipe.transfer(waveform, args.prompt, args.strength, **kw)
+    elif args.command == "extend":
+        res = pipe.extend(waveform, args.prompt, args.seconds, **kw)
     elif args.command == "inpaint":
         res = pipe.inpaint(waveform, args.prompt, args.start, args.end, **kw)
     else:
@@ -361,7 +401,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         return {"generate": cmd_generate, "samplers": cmd_samplers, "transfer": cmd_edit, "inpaint": cmd_edit,
-                "superres": cmd_edit}[args.command](args)
+                "superres": cmd_edit, "extend": cmd_edit}[args.command](args)
     except AudioLDMError as e:
         print(f"audioldm: error: {e}", file=sys.stderr)
         return 2

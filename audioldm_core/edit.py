@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from .audio import HOP, SAMPLE_RATE, load_audio, mel_filterbank, mel_for_vae
+from . import longform
 from .errors import InputError
+from .longform import LongSpec
 from .samplers import get_sampler, noise_to_start, start_for_strength, timesteps_for
 
 AudioLike = Union[str, os.PathLike, np.ndarray]
@@ -41,21 +43,33 @@ def _waveform(audio: AudioLike) -> np.ndarray:
 
 @torch.no_grad()
 def encode_audio(pipe, audio: AudioLike, *, sample_posterior: bool = False,
-                 generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, int]:
+                 generator: Optional[torch.Generator] = None, long: Optional[LongSpec] = None,
+                 ) -> tuple[torch.Tensor, int]:
     """Audio (path or 16 kHz samples) -> scaled latents (1, 8, T/4, 16) and the sample count.
 
-    The posterior mean by default; ``sample_posterior`` draws from it with ``generator``."""
+    The posterior mean by default; ``sample_posterior`` draws from it with ``generator``. ``long``:
+    encode in that spec's windows (:func:`audioldm_core.longform.encode`)."""
     w = _waveform(audio)
     if len(w) <= 512:
         raise InputError(f"audio too short: {len(w)} samples ({len(w) / SAMPLE_RATE:.3f} s); need more than 512")
     mel, n = mel_for_vae(w, pipe.vae_scale_factor)
     vae_dtype = next(pipe.vae.parameters()).dtype
-    mean, logvar = pipe.vae.encode(mel.to(device=pipe.device, dtype=vae_dtype))
+    mel = mel.to(device=pipe.device, dtype=vae_dtype)
+    if long is None:
+        mean, logvar = pipe.vae.encode(mel)
+    else:
+        mean, logvar = longform.encode(pipe.vae, mel, window=long.window, overlap=long.overlap)
     z = pipe.vae.sample(mean, logvar, generator) if sample_posterior else mean
     return (z * pipe.config.vae.scaling_factor).to(pipe.dtype), n
 
 
-def _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, sampler):
+def _long(pipe, audio: AudioLike, window_s, overlap_s) -> tuple[np.ndarray, Optional[LongSpec]]:
+    """The input waveform and the long-form spec of an edit of it (None: the plain path)."""
+    w = _waveform(audio)
+    return w, longform.resolve(len(w) / SAMPLE_RATE, pipe.latent_frame_s, window_s, overlap_s)
+
+
+def _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, sampler, plan=None):
     from .pipeline import _guidance, _positive_int
 
     steps = _positive_int(num_inference_steps, "num_inference_steps")
@@ -65,18 +79,22 @@ def _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, 
     if cond.shape[0] != 1:
         raise InputError("editing takes one prompt (a string)")
     pipe.text_encoder_idle()
-    return steps, pipe.guided_eps(cond, uncond, g)
+    model = None if plan is None or plan.trivial else longform.windowed(pipe.unet, plan, longform.MAX_ROWS)
+    return steps, pipe.guided_eps(cond, uncond, g, model)
 
 
 def _run(pipe, x0, n_samples, prompt, *, strength, blend_mask, num_inference_steps, guidance_scale,
-         negative_prompt, generator, callback, callback_steps, sampler, output_type, progress):
-    """Shared loop: start at ``strength``; ``blend_mask`` (1 = keep the input) or None."""
+         negative_prompt, generator, callback, callback_steps, sampler, output_type, progress, long=None):
+    """Shared loop: start at ``strength``; ``blend_mask`` (1 = keep the input) or None; ``long``: the
+    :class:`~audioldm_core.longform.LongSpec` whose windows the UNet runs on (None: the whole length)."""
     from .pipeline import AudioOutput, _positive_int
 
     every = _positive_int(callback_steps, "callback_steps")
     if output_type not in ("np", "pt"):
         raise InputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-    steps, eps_fn = _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, sampler)
+    plan = None if long is None else long.plan(x0.shape[2])
+    steps, eps_fn = _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, sampler, plan)
+    windows = 1 if plan is None else plan.n
     schedule = pipe.config.schedule
     n_evals = len(timesteps_for(sampler, schedule, steps))
     start = start_for_strength(sampler, steps, strength)
@@ -97,12 +115,13 @@ def _run(pipe, x0, n_samples, prompt, *, strength, blend_mask, num_inference_ste
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_evals - start, desc=f"{sampler} edit", unit="step", leave=False)
+            bar = tqdm(total=(n_evals - start) * windows, leave=False, unit="window" if windows > 1 else "step",
+                       desc=f"{sampler} edit" + (f" {windows} windows" if windows > 1 else ""))
         try:
             for i, (t, x) in enumerate(get_sampler(sampler)(eps_fn, x, schedule, steps, generator=generator,
                                                             start=start, blend=blend)):
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(windows)
                 if not torch.isfinite(x).all():
                     from .errors import NumericalError
 
@@ -112,7 +131,7 @@ def _run(pipe, x0, n_samples, prompt, *, strength, blend_mask, num_inference_ste
         finally:
             if bar is not None:
                 bar.close()
-    audio = pipe.decode(x, n_samples)
+    audio = pipe.decode(x, n_samples, mode="auto" if long is not None else "full")
     return AudioOutput(audios=audio.numpy() if output_type == "np" else audio, sample_rate=pipe.sample_rate)
 
 
@@ -120,13 +139,16 @@ def transfer(pipe, audio: AudioLike, prompt: str, strength: float = 0.5, *, num_
              guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
              generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
              callback_steps: int = 1, sampler: str = "ddim", sample_posterior: bool = False,
-             output_type: str = "np", progress: bool = True):
-    """Text-guided style transfer: (1, samples) audio of the input's length."""
-    x0, n = encode_audio(pipe, audio, sample_posterior=sample_posterior, generator=generator)
+             output_type: str = "np", progress: bool = True, window_s: Union[str, float, None] = "auto",
+             overlap_s: float = longform.OVERLAP_S):
+    """Text-guided style transfer: (1, samples) audio of the input's length. ``window_s``,
+    ``overlap_s``: as for generation (:meth:`AudioLDM.__call__`), by the input's length."""
+    w, long = _long(pipe, audio, window_s, overlap_s)
+    x0, n = encode_audio(pipe, w, sample_posterior=sample_posterior, generator=generator, long=long)
     return _run(pipe, x0, n, prompt, strength=strength, blend_mask=None, num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale, negative_prompt=negative_prompt, generator=generator,
                 callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                progress=progress)
+                progress=progress, long=long)
 
 
 def time_mask(latent_frames: int, start_s: float, end_s: float, duration_s: float, factor: int) -> torch.Tensor:
@@ -149,15 +171,17 @@ def time_mask(latent_frames: int, start_s: float, end_s: float, duration_s: floa
 def inpaint(pipe, audio: AudioLike, prompt: str, start_s: float, end_s: float, *, num_inference_steps: int = 10,
             guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
             generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
-            callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np", progress: bool = True):
-    """Regenerate [start_s, end_s) from the prompt and keep the rest: (1, samples) of the input's length."""
-    w = _waveform(audio)
-    x0, n = encode_audio(pipe, w)
+            callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np", progress: bool = True,
+            window_s: Union[str, float, None] = "auto", overlap_s: float = longform.OVERLAP_S):
+    """Regenerate [start_s, end_s) from the prompt and keep the rest: (1, samples) of the input's length.
+    ``window_s``, ``overlap_s``: as for generation, by the input's length."""
+    w, long = _long(pipe, audio, window_s, overlap_s)
+    x0, n = encode_audio(pipe, w, long=long)
     mask = time_mask(x0.shape[2], start_s, end_s, len(w) / SAMPLE_RATE, pipe.vae_scale_factor)
     return _run(pipe, x0, n, prompt, strength=1.0, blend_mask=mask, num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale, negative_prompt=negative_prompt, generator=generator,
                 callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                progress=progress)
+                progress=progress, long=long)
 
 
 def detect_cutoff(waveform: np.ndarray, floor_db: float = -60.0) -> float:
@@ -187,18 +211,20 @@ def freq_mask(latent_bins: int, cutoff_hz: float, factor: int) -> torch.Tensor:
 def super_resolve(pipe, audio: AudioLike, prompt: str = "", cutoff_hz: Optional[float] = None, *,
                   num_inference_steps: int = 10, guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
                   generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
-                  callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np", progress: bool = True):
-    """Regenerate the mel bands above ``cutoff_hz`` (detected from the input when None), keep the rest."""
-    w = _waveform(audio)
+                  callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np", progress: bool = True,
+                  window_s: Union[str, float, None] = "auto", overlap_s: float = longform.OVERLAP_S):
+    """Regenerate the mel bands above ``cutoff_hz`` (detected from the input when None), keep the rest.
+    ``window_s``, ``overlap_s``: as for generation, by the input's length."""
+    w, long = _long(pipe, audio, window_s, overlap_s)
     cutoff = detect_cutoff(w) if cutoff_hz is None else cutoff_hz
     if cutoff_hz is None and cutoff >= SAMPLE_RATE / 2 - SAMPLE_RATE / 1024:
         raise InputError("the input already has content up to 8 kHz; give cutoff_hz to choose the bands to regenerate")
-    x0, n = encode_audio(pipe, w)
+    x0, n = encode_audio(pipe, w, long=long)
     mask = freq_mask(x0.shape[3], cutoff, pipe.vae_scale_factor)
     return _run(pipe, x0, n, prompt, strength=1.0, blend_mask=mask, num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale, negative_prompt=negative_prompt, generator=generator,
                 callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                progress=progress)
+                progress=progress, long=long)
 
 
 __all__ = ["transfer", "inpaint", "super_resolve", "encode_audio", "time_mask", "freq_mask", "detect_cutoff"]

@@ -255,6 +255,16 @@ def resolve(seconds: float, frame_s: float, window_s: Any = "auto", overlap_s: A
     return LongSpec(window, overlap, loop)
 
 
+def check_args(seconds: float, window_s: Any = "auto", overlap_s: Any = OVERLAP_S, loop: Any = False,
+               frame_s: float = 0.04) -> Optional[LongSpec]:
+    """:func:`resolve` plus, for a loop, the check that ``seconds`` holds one window (the pipeline
+    does both; front ends call this before loading a model). ``frame_s``: AudioLDM's latent frame."""
+    spec = resolve(seconds, frame_s, window_s, overlap_s, loop)
+    if spec is not None and loop:
+        spec.plan(max(1, math.ceil(seconds / frame_s - 1e-9)))
+    return spec
+
+
 def check_memory(seconds: float, batch: int) -> None:
     """Refuse a windowed run whose length-dependent memory alone (latents, mel and waveform,
     :data:`MB_PER_SECOND` per second and waveform) would exceed this machine's physical memory."""

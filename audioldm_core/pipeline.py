@@ -292,7 +292,8 @@ class AudioLDM:
             gb = MB_PER_SECOND * audio_length_in_s * batch / 1024
             raise InputError(f"audio_length_in_s={audio_length_in_s:g} s is above the {MAX_SECONDS:g} s limit "
                              f"(estimated extra memory about {gb:.1f} GB for {batch} waveform(s), plus the "
-                             f"weights); pass allow_long=True (CLI: --allow-long) to run it anyway")
+                             f"weights); pass allow_long=True (CLI: --allow-long) to run it anyway, or run it in windows "
+                             f"(window_s='auto', CLI: --window auto), whose memory does not grow with length")
         frames = int(audio_length_in_s / hop_seconds)
         samples = int(audio_length_in_s * voc.sampling_rate)
         if frames % self.vae_scale_factor:
