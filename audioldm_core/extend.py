@@ -17,8 +17,10 @@ import torch
 
 from . import longform
 from .audio import HOP, SAMPLE_RATE
-from .edit import AudioLike, _run, _waveform, encode_audio
+from . import checks
+from .edit import AudioLike, _checked, _run, encode_audio
 from .errors import InputError
+from .loop import output
 
 MATCH_S = 1.0  # seconds each side of the join whose RMS is matched
 FADE_S = 0.05  # crossfade from the input's samples into the decoded audio, ending at the join
@@ -54,14 +56,14 @@ def extend(pipe, audio: AudioLike, prompt: str, seconds: float, *, num_inference
     window_s: the UNet's window (default 10.24 s, the trained length; "auto" or None as for
     generation); overlap_s: the windows' overlap. Other arguments as for :func:`audioldm_core.edit.inpaint`.
     """
-    from .pipeline import AudioOutput
-
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
             or seconds <= 0:
         raise InputError(f"seconds must be a positive number of seconds to add, got {seconds!r}")
-    if output_type not in ("np", "pt"):
-        raise InputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-    w = _waveform(audio)
+    args = _checked(pipe, prompt, 1.0, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type="np",
+                    window_s=window_s, overlap_s=overlap_s)
+    checks.output_type(output_type)
+    w, _ = checks.waveform(audio)
     known_n, new_n = len(w), int(seconds * SAMPLE_RATE)
     if new_n < 1:
         raise InputError(f"seconds={seconds!r} adds no sample at {SAMPLE_RATE} Hz")
@@ -81,10 +83,8 @@ def extend(pipe, audio: AudioLike, prompt: str, seconds: float, *, num_inference
     x0[:, :, :keep] = x_known[:, :, :keep]
     mask = torch.zeros(1, 1, frames, 1)
     mask[:, :, :keep] = 1
-    out = _run(pipe, x0, known_n + new_n, prompt, strength=1.0, blend_mask=mask,
-               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-               negative_prompt=negative_prompt, generator=generator, callback=callback,
-               callback_steps=callback_steps, sampler=sampler, output_type="np", progress=progress, long=long)
+    out = _run(pipe, x0, known_n + new_n, prompt, args, keep=mask, negative_prompt=negative_prompt,
+               generator=generator, callback=callback, progress=progress, long=long)
     decoded = out.audios[0]
     fade = min(int(FADE_S * SAMPLE_RATE), known_n)
     m = int(MATCH_S * SAMPLE_RATE)
@@ -94,8 +94,7 @@ def extend(pipe, audio: AudioLike, prompt: str, seconds: float, *, num_inference
     if fade:
         r = (np.arange(fade, dtype=np.float32) + 0.5) / fade
         result[known_n - fade:known_n] = (1 - r) * w[known_n - fade:] + r * g * decoded[known_n - fade:known_n]
-    audios = result[None]
-    return AudioOutput(audios=audios if output_type == "np" else torch.from_numpy(audios), sample_rate=SAMPLE_RATE)
+    return output(torch.from_numpy(result[None]), output_type, SAMPLE_RATE)
 
 
 __all__ = ["extend", "join_gain", "rms", "FADE_S", "MATCH_S"]
