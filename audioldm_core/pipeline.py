@@ -237,12 +237,13 @@ class AudioLDM:
         batch = rows * checks.positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
         seconds, frames, samples = self.lengths(audio_length_in_s, True, batch)
         spec = longform.resolve(seconds, self.latent_frame_s, window_s, overlap_s, loop)
+        if spec is not None:
+            longform.check_memory(seconds, batch)
         windows = None if spec is None else spec.plan(frames // self.vae_scale_factor)
         if windows is None or windows.trivial:
             windows = None
             self.lengths(audio_length_in_s, allow_long, batch)  # the plain path's length limit
         else:
-            longform.check_memory(seconds, batch)
             if loop:  # a loop's period is the whole latent: no trimming
                 samples = frames * math.prod(self.config.vocoder.upsample_rates)
         cond, uncond = self.encode_prompt(prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale,

@@ -227,9 +227,11 @@ def test_bad_long_arguments(pipe, kwargs, match):
     assert not calls  # refused before the text encoder ran
 
 
-def test_memory_refusal_names_the_estimate():
+def test_memory_refusal_names_the_estimate(pipe):
     with pytest.raises(InputError, match=r"needs about [0-9.]+ GB.*extend\(\)"):
         longform.check_memory(1e9, 1)
+    with pytest.raises(InputError, match=r"needs about [0-9.]+ GB"):  # before any window plan is built
+        next(pipe.denoise("rain", 1e9, 1))
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
