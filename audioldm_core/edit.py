@@ -101,14 +101,17 @@ def _run(pipe, x0: torch.Tensor, n_samples: int, prompt: str, args: dict[str, An
                 known = x0 if i + 1 >= total else plan.noise_to_start(schedule, steps, x0, noise, i + 1)
                 return keep * known + (1 - keep) * x
 
-        stream = plan(pipe.guided_eps(cond, uncond, args["guidance"], model), x, schedule, steps,
+        eps_fn = pipe.guided_eps(cond, uncond, args["guidance"]) if model is None else \
+            pipe.guided_eps(cond, uncond, args["guidance"], model)
+        stream = plan(eps_fn, x, schedule, steps,
                       generator=first_generator(generator), start=start, blend=blend)
         stream = checked(stream, f"edit step {{i}} of the {args['name']} sampler")
         last = drive((DenoiseStep(i, total - start, t, x, n_samples, n_win) for i, (t, x) in enumerate(stream)),
                      calls_per_step=plan.calls_per_step, total_steps=math.ceil((total - start) / plan.calls_per_step),
                      desc="edit", callback=callback, callback_steps=args["every"], progress=progress)
         x = last.latents
-    decoded = pipe.decode(x, n_samples, mode="full" if long is None else "auto")
+    plain_long = long is None and x.shape[2] * pipe.latent_frame_s > longform.SWITCH_S  # one pass, as window_s=None
+    decoded = pipe.decode(x, n_samples, mode="full") if plain_long else pipe.decode(x, n_samples)
     return output(decoded, args["output_type"], pipe.sample_rate)
 
 

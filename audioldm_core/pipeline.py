@@ -254,10 +254,13 @@ class AudioLDM:
         if mode == "original":  # drawn after the initial noise, so both modes start from the same latents
             cond = original_conditioning(cond, generator, lambda: self.prompt_encoder([""]))
         self.text_encoder_idle()
-        model = None if windows is None else longform.windowed(self.unet, windows, longform.MAX_ROWS)
-        stream = plan(self.guided_eps(cond, uncond, checks.guidance(guidance_scale), model), x, self.config.schedule,
-                      steps, generator=generator, eta=eta)
-        n_win, decode_mode = (1, "full" if window_s is None else "auto") if windows is None else (windows.n, "auto")
+        g = checks.guidance(guidance_scale)
+        eps_fn = self.guided_eps(cond, uncond, g) if windows is None else \
+            self.guided_eps(cond, uncond, g, longform.windowed(self.unet, windows, longform.MAX_ROWS))
+        stream = plan(eps_fn, x, self.config.schedule, steps, generator=generator, eta=eta)
+        # window_s=None decodes in one pass at any length ("auto" is one pass up to the switch point)
+        decode_mode = "full" if window_s is None and seconds > longform.SWITCH_S else "auto"
+        n_win = 1 if windows is None else windows.n
         for i, (t, x) in enumerate(checked(stream, f"step {{i}}/{n_calls} of the {sampler} sampler ({self.dtype})")):
             if mode == "original" and i == n_calls - 1:
                 x = original_clip(x)
@@ -336,8 +339,8 @@ class AudioLDM:
                               allow_long=allow_long, compat=compat, window_s=window_s, overlap_s=overlap_s, loop=loop)
         last = drive(stream, calls_per_step=get_sampler(sampler).calls_per_step, total_steps=num_inference_steps,
                      desc=sampler, callback=callback, callback_steps=every, progress=progress)
-        return output(self.decode(last.latents, last.num_samples, mode=last.decode_mode, loop=last.loop),
-                      output_type, self.sample_rate)
+        how = {} if (last.decode_mode, last.loop) == ("auto", False) else {"mode": last.decode_mode, "loop": last.loop}
+        return output(self.decode(last.latents, last.num_samples, **how), output_type, self.sample_rate)
 
     # --- zero-shot edits (audioldm_core.edit) and continuation (audioldm_core.extend) ----------------
 
