@@ -42,6 +42,27 @@ def _rss_mib() -> float:
     return float("nan")
 
 
+def random_pipe(name: str):
+    """A pipeline of ``name``'s architecture with seeded random weights built in memory (no cvssp folder
+    or conversion: the same shapes and so the same cost and memory as the converted random model),
+    with the tiny model's tokenizer (its ids are valid for every vocabulary)."""
+    import json
+    from importlib import resources
+
+    from audioldm_core import AudioLDM
+    from audioldm_core.checkpoint import COMPONENTS, build_component
+    from audioldm_core.config import builtin_config
+    from audioldm_core.tiny import seeded_init_
+    from audioldm_core.tokenizer import Tokenizer
+
+    config = builtin_config(name)
+    data = json.loads(resources.files("audioldm_core.configs").joinpath("tiny-tokenizer.json").read_text())
+    modules = {c: seeded_init_(build_component(c, config), i).eval().requires_grad_(False)
+               for i, c in enumerate(COMPONENTS)}
+    return AudioLDM(config, Tokenizer.from_dict(data, model_max_length=config.model_max_length),
+                    source={"kind": "builtin", "name": f"random {name}"}, **modules)
+
+
 def child(ckpt: str, seconds: float, window: str, steps: int, threads: int) -> dict:
     """One generation in this process; returns its row."""
     import torch
@@ -49,7 +70,7 @@ def child(ckpt: str, seconds: float, window: str, steps: int, threads: int) -> d
     from audioldm_core import AudioLDM, longform
 
     torch.set_num_threads(threads)
-    pipe = AudioLDM.from_pretrained(ckpt)
+    pipe = random_pipe(ckpt[len("random:"):]) if ckpt.startswith("random:") else AudioLDM.from_pretrained(ckpt)
     rss_loaded = _rss_mib()
     spent = {k: 0.0 for k in STAGES}
     for stage, path in STAGES.items():
@@ -157,6 +178,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1, help="DDIM steps per generation (default 1)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per generation (default 2)")
     ap.add_argument("--work", default=str(HERE / "work"), help="folder for the random-weight model")
+    ap.add_argument("--in-memory", action="store_true",
+                    help="build the random s-full-v2 weights in each row's process instead of converting a "
+                         "cvssp folder (same shapes; no folder build)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/longform[-quick].json)")
     ap.add_argument("--crossover", action="store_true", help="the switch point's measurements instead")
     ap.add_argument("--child", nargs=2, metavar=("CKPT", "SECONDS:WINDOW"), help=argparse.SUPPRESS)
@@ -172,6 +196,8 @@ def main() -> None:
         return
     if args.quick:
         ckpt, rows = "tiny", args.rows or "20.48:none,60:auto"
+    elif args.in_memory:
+        ckpt, rows = "random:s-full-v2", args.rows or DEFAULT_ROWS
     else:
         from run import build_folder, convert
 
