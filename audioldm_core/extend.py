@@ -59,9 +59,9 @@ def extend(pipe, audio: AudioLike, prompt: str, seconds: float, *, num_inference
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
             or seconds <= 0:
         raise InputError(f"seconds must be a positive number of seconds to add, got {seconds!r}")
-    args = _checked(pipe, prompt, 1.0, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+    args = _checked(pipe, prompt, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     callback=callback, callback_steps=callback_steps, sampler=sampler, output_type="np",
-                    window_s=window_s, overlap_s=overlap_s)
+                    compat="diffusers", noise=None, window_s=window_s, overlap_s=overlap_s)
     checks.output_type(output_type)
     w, _ = checks.waveform(audio)
     known_n, new_n = len(w), int(seconds * SAMPLE_RATE)
