@@ -285,14 +285,15 @@ def load_pipeline(spec: ModelSpec, threads: Optional[int] = None, *, quiet: bool
 
 def generate_audio(pipe, *, prompt: str, seed: int, seconds: float, steps: int, guidance: float,
                    negative: Optional[str], sampler: str, n: int, progress: bool = False, allow_long: bool = False,
-                   compat: str = "diffusers", candidates: int = 1):
-    """``n`` waveforms (n, samples) float32 for one prompt, noise from ``torch.Generator().manual_seed(seed)``."""
+                   compat: str = "diffusers", candidates: int = 1, **long: Any):
+    """``n`` waveforms (n, samples) float32 for one prompt, noise from ``torch.Generator().manual_seed(seed)``.
+    long: ``window_s``, ``overlap_s``, ``loop`` (:mod:`audioldm_core.longform`); the pipeline's defaults if absent."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = pipe(prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=guidance,
                negative_prompt=negative, num_waveforms_per_prompt=n, generator=gen, sampler=sampler,
-               progress=progress, allow_long=allow_long, compat=compat, num_candidates=candidates)
+               progress=progress, allow_long=allow_long, compat=compat, num_candidates=candidates, **long)
     return out.audios
 
 

@@ -68,6 +68,24 @@ def _gpus(text: str) -> float:
     return v
 
 
+def _window(text: str) -> Any:
+    """--window: 'auto', 'none' or a positive number of seconds."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or seconds (e.g. 10.24), got {text!r}") from None
+
+
+def _long_args(parser: argparse.ArgumentParser, default_window: str) -> None:
+    parser.add_argument("--window", type=_window, default=default_window, metavar="SECONDS|auto|none",
+                        help="UNet window for long audio: 'auto' windows of 10.24 s beyond 30.72 s, 'none' the plain "
+                             f"full-length path, or seconds, a multiple of 0.04 (default {default_window})")
+    parser.add_argument("--overlap", type=_positive_float, default=1.28,
+                        help="seconds shared by neighbouring windows, a multiple of 0.04 (default 1.28)")
+
+
 def _sampler(text: str) -> str:
     from .samplers import SAMPLERS
 
@@ -136,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--candidates", type=_positive_int, default=1,
                    help="generate this many per waveform and keep the one CLAP ranks best (needs a CLAP audio tower)")
     g.add_argument("--allow-long", action="store_true",
-                   help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
+                   help="allow --seconds above 120 with --window none (memory grows with length; the error gives "
+                        "an estimate); windowed runs need no permission")
+    g.add_argument("--loop", action="store_true",
+                   help="make the audio loop seamlessly (windows wrap around the end; at least one window long)")
+    _long_args(g, "auto")
     t = sub.add_parser("transfer", parents=[common], help="text-guided style transfer of an audio file")
     t.add_argument("input", type=Path, help="input audio file (wav, flac, ogg; any rate; mono or stereo)")
     t.add_argument("prompt", help="the text prompt")
@@ -154,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cutoff", type=float, default=None,
                    help="keep mel bands below this frequency in Hz (default: detected from the input)")
     r.add_argument("-o", "--output", default="superres.wav", help="output file (default superres.wav)")
+    e = sub.add_parser("extend", parents=[common], help="continue an audio file with generated audio")
+    e.add_argument("input", type=Path, help="input audio file")
+    e.add_argument("prompt", help="the text prompt for the continuation")
+    e.add_argument("--seconds", type=_positive_float, required=True, help="seconds to add after the input")
+    e.add_argument("-o", "--output", default="extend.wav", help="output file (default extend.wav)")
+    _long_args(e, "10.24")
+    for sp in (t, i, r):
+        _long_args(sp, "auto")
     for edit_parser in (t, i, r):
         edit_parser.add_argument("--compat", choices=COMPAT_MODES, default="diffusers",
                                  help="diffusers (default): ours; original: the original AudioLDM code's edit "
@@ -209,12 +239,15 @@ def cmd_generate(args) -> int:
     fmt = format_for(out, args.format)
     _check_picture(args)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    from .longform import check_args
+
+    check_args(args.seconds, args.window, args.overlap, args.loop)  # before the model loads
     pipe, load_s = _load(args)
     t0 = time.perf_counter()
     audios = generate_audio(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
                             guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
                             progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat,
-                            candidates=args.candidates)
+                            candidates=args.candidates, window_s=args.window, overlap_s=args.overlap, loop=args.loop)
     gen_s = time.perf_counter() - t0
     for path, audio in zip(numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
@@ -246,7 +279,7 @@ def _batch(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    """``audioldm transfer|inpaint|superres``: edit an input file, write one output file."""
+    """``audioldm transfer|inpaint|superres|extend``: edit an input file, write one output file."""
     import torch
 
     from .audio import format_for, load_audio, write_audio
@@ -263,13 +296,20 @@ def cmd_edit(args) -> int:
     if info.downmixed:
         print(f"note: {args.input} has {info.channels} channels; downmixed to mono", file=sys.stderr)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    from .longform import check_args
+
+    check_args(len(waveform) / 16000 + (args.seconds if args.command == "extend" else 0), args.window, args.overlap)
     pipe, _ = _load(args)
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative,
               generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress,
-              compat=args.compat)
+              window_s=args.window, overlap_s=args.overlap)
+    if args.command != "extend":
+        kw["compat"] = args.compat
     t0 = time.perf_counter()
     if args.command == "transfer":
         res = pipe.transfer(waveform, args.prompt, args.strength, **kw)
+    elif args.command == "extend":
+        res = pipe.extend(waveform, args.prompt, args.seconds, **kw)
     elif args.command == "inpaint":
         res = pipe.inpaint(args.input, args.prompt, args.start, args.end, **kw)
     else:
@@ -354,7 +394,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         return {"generate": cmd_generate, "samplers": cmd_samplers, "transfer": cmd_edit, "inpaint": cmd_edit,
-                "superres": cmd_edit, "plot": cmd_plot, "serve": cmd_serve,
+                "superres": cmd_edit, "extend": cmd_edit, "plot": cmd_plot, "serve": cmd_serve,
                 "variation": lambda a: cmd_variation(a, _load), "score": lambda a: cmd_score(a, _load)}[args.command](args)
     except AudioLDMError as e:
         print(f"audioldm: error: {e}", file=sys.stderr)

@@ -36,11 +36,12 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
-from . import checks
+from . import checks, longform
 from .audio import HOP, SAMPLE_RATE, mel_filterbank, mel_for_vae
 from .compat import (compat_mode, original_clip, original_conditioning, original_ddim_plan, original_edit_sampler,
                      original_stochastic_encode, original_transfer_start, sample_original_ddim)
 from .errors import InputError
+from .longform import LongSpec
 from .loop import AudioOutput, DenoiseStep, checked, drive, output
 from .noise import first_generator, randn_tensor
 from .samplers import get_sampler
@@ -51,28 +52,41 @@ NoiseFn = Callable[[tuple], torch.Tensor]
 
 @torch.no_grad()
 def encode_audio(pipe, audio: AudioLike, *, sample_posterior: bool = False,
-                 generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, int]:
+                 generator: Optional[torch.Generator] = None, long: Optional[LongSpec] = None,
+                 ) -> tuple[torch.Tensor, int]:
     """Audio (path or 16 kHz samples) -> scaled latents (1, 8, T/4, 16) and the sample count.
 
-    The posterior mean by default; ``sample_posterior`` draws from it with ``generator``."""
+    The posterior mean by default; ``sample_posterior`` draws from it with ``generator``. ``long``:
+    encode in that spec's windows (:func:`audioldm_core.longform.encode`)."""
     w = checks.waveform(audio)[0]
     if len(w) <= 512:
         raise InputError(f"audio too short: {len(w)} samples ({len(w) / SAMPLE_RATE:.3f} s); need more than 512")
     mel, n = mel_for_vae(w, pipe.vae_scale_factor)
     vae_dtype = next(pipe.vae.parameters()).dtype
-    mean, logvar = pipe.vae.encode(mel.to(device=pipe.device, dtype=vae_dtype))
+    mel = mel.to(device=pipe.device, dtype=vae_dtype)
+    if long is None:
+        mean, logvar = pipe.vae.encode(mel)
+    else:
+        mean, logvar = longform.encode(pipe.vae, mel, window=long.window, overlap=long.overlap)
     z = pipe.vae.sample(mean, logvar, generator) if sample_posterior else mean
     return (z * pipe.config.vae.scaling_factor).to(pipe.dtype), n
 
 
+def long_spec(pipe, seconds: float, window_s: Any, overlap_s: Any) -> Optional[LongSpec]:
+    """The long-form windows of an edit of ``seconds`` of audio (None: the plain path); see
+    :func:`audioldm_core.longform.resolve`."""
+    return longform.resolve(seconds, pipe.latent_frame_s, window_s, overlap_s)
+
+
 def _checked(pipe, prompt, strength, *, num_inference_steps, guidance_scale, callback, callback_steps, sampler,
-             output_type, compat, noise) -> dict[str, Any]:
+             output_type, compat, noise, window_s: Any = "auto", overlap_s: Any = longform.OVERLAP_S) -> dict[str, Any]:
     """Every edit argument checked before any audio is read or encoded; ``strength`` None for the
     masked edits (sampled from noise)."""
     if not isinstance(prompt, str):
         raise InputError(f"editing takes one prompt (a string), got {type(prompt).__name__}")
     mode, schedule = compat_mode(compat), pipe.config.schedule
     steps = checks.positive_int(num_inference_steps, "num_inference_steps")
+    long_spec(pipe, 1.0, window_s, overlap_s)  # the window arguments, before the audio's length is known
     args = dict(mode=mode, name=sampler, steps=steps, guidance=checks.guidance(guidance_scale),
                 every=checks.callback(callback, callback_steps), output_type=checks.output_type(output_type))
     if mode == "original":
@@ -120,13 +134,18 @@ def _original(pipe, eps_fn, x0: torch.Tensor, args: dict[str, Any], keep: Option
 
 @torch.no_grad()
 def _run(pipe, x0: torch.Tensor, n_samples: int, prompt: str, args: dict[str, Any], *, keep: Optional[torch.Tensor],
-         negative_prompt, generator, callback, progress, noise: Optional[NoiseFn] = None) -> AudioOutput:
-    """The shared loop: ``keep`` (1 = keep the input's latents) or None (transfer)."""
+         negative_prompt, generator, callback, progress, noise: Optional[NoiseFn] = None,
+         long: Optional[LongSpec] = None) -> AudioOutput:
+    """The shared loop: ``keep`` (1 = keep the input's latents) or None (transfer); ``long``: the
+    windows the UNet runs on (None: the whole length at once)."""
     cond, uncond = pipe.encode_prompt(prompt, negative_prompt=negative_prompt, guidance_scale=args["guidance"])
     if args["mode"] == "original":  # its conditioner's 10% swap, drawn before any noise as the original does
         cond = original_conditioning(cond, first_generator(generator), lambda: pipe.prompt_encoder([""]))
     pipe.text_encoder_idle()
-    eps_fn = pipe.guided_eps(cond, uncond, args["guidance"])
+    windows = None if long is None else long.plan(x0.shape[2])
+    windows = None if windows is None or windows.trivial else windows
+    eps_fn = pipe.guided_eps(cond, uncond, args["guidance"]) if windows is None else \
+        pipe.guided_eps(cond, uncond, args["guidance"], longform.windowed(pipe.unet, windows, longform.MAX_ROWS))
     if keep is not None:
         keep = keep.to(device=x0.device, dtype=x0.dtype)
     if args["mode"] == "original":
@@ -139,10 +158,13 @@ def _run(pipe, x0: torch.Tensor, n_samples: int, prompt: str, args: dict[str, An
     if calls:
         calls_per_step = 1 if args["mode"] == "original" else args["plan"].calls_per_step
         stream = checked(stream, f"edit step {{i}} of the {args['name']} sampler")
-        x = drive((DenoiseStep(i, calls, t, x, n_samples) for i, (t, x) in enumerate(stream)),
+        n_win = 1 if windows is None else windows.n
+        x = drive((DenoiseStep(i, calls, t, x, n_samples, n_win) for i, (t, x) in enumerate(stream)),
                   calls_per_step=calls_per_step, total_steps=math.ceil(calls / calls_per_step), desc="edit",
                   callback=callback, callback_steps=args["every"], progress=progress).latents
-    return output(pipe.decode(x, n_samples), args["output_type"], pipe.sample_rate)
+    plain_long = long is None and x.shape[2] * pipe.latent_frame_s > longform.SWITCH_S  # one pass, as window_s=None
+    decoded = pipe.decode(x, n_samples, mode="full") if plain_long else pipe.decode(x, n_samples)
+    return output(decoded, args["output_type"], pipe.sample_rate)
 
 
 def transfer(pipe, audio: AudioLike, prompt: str, strength: float = 0.5, *, num_inference_steps: int = 10,
@@ -150,17 +172,21 @@ def transfer(pipe, audio: AudioLike, prompt: str, strength: float = 0.5, *, num_
              generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
              callback_steps: int = 1, sampler: str = "ddim", sample_posterior: bool = False,
              output_type: str = "np", progress: bool = True, compat: str = "diffusers",
-             noise: Optional[NoiseFn] = None) -> AudioOutput:
+             noise: Optional[NoiseFn] = None, window_s: Union[str, float, None] = "auto",
+             overlap_s: float = longform.OVERLAP_S) -> AudioOutput:
     """Text-guided style transfer: (1, samples) audio of the input's length.
 
     compat: "diffusers" (ours, default) or "original" (see the module docstring); noise(shape) ->
-    unit normal tensor: with compat="original" only, the source of every Gaussian draw of the loop."""
+    unit normal tensor: with compat="original" only, the source of every Gaussian draw of the loop.
+    window_s, overlap_s: long-form windows as for generation (:meth:`AudioLDM.__call__`), by the input's length."""
     args = _checked(pipe, prompt, strength, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                    compat=compat, noise=noise)
-    x0, n = encode_audio(pipe, audio, sample_posterior=sample_posterior, generator=generator)
+                    compat=compat, noise=noise, window_s=window_s, overlap_s=overlap_s)
+    w, _ = checks.waveform(audio)
+    long = long_spec(pipe, len(w) / SAMPLE_RATE, window_s, overlap_s)
+    x0, n = encode_audio(pipe, w, sample_posterior=sample_posterior, generator=generator, long=long)
     return _run(pipe, x0, n, prompt, args, keep=None, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, progress=progress, noise=noise)
+                callback=callback, progress=progress, noise=noise, long=long)
 
 
 def time_mask(latent_frames: int, start_s: float, end_s: float, duration_s: float, factor: int) -> torch.Tensor:
@@ -184,18 +210,20 @@ def inpaint(pipe, audio: AudioLike, prompt: str, start_s: float, end_s: float, *
             guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
             generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
             callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np",
-            progress: bool = True, compat: str = "diffusers", noise: Optional[NoiseFn] = None) -> AudioOutput:
+            progress: bool = True, compat: str = "diffusers", noise: Optional[NoiseFn] = None,
+            window_s: Union[str, float, None] = "auto", overlap_s: float = longform.OVERLAP_S) -> AudioOutput:
     """Regenerate [start_s, end_s) from the prompt and keep the rest: (1, samples) of the input's length.
-    compat, noise: as in :func:`transfer`."""
+    compat, noise, window_s, overlap_s: as in :func:`transfer`."""
     args = _checked(pipe, prompt, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                    compat=compat, noise=noise)
+                    compat=compat, noise=noise, window_s=window_s, overlap_s=overlap_s)
     w, duration = checks.waveform(audio)
     time_mask(1, start_s, end_s, duration, pipe.vae_scale_factor)  # the range is checked before encoding
-    x0, n = encode_audio(pipe, w)
+    long = long_spec(pipe, len(w) / SAMPLE_RATE, window_s, overlap_s)
+    x0, n = encode_audio(pipe, w, long=long)
     mask = time_mask(x0.shape[2], start_s, end_s, duration, pipe.vae_scale_factor)
     return _run(pipe, x0, n, prompt, args, keep=mask, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, progress=progress, noise=noise)
+                callback=callback, progress=progress, noise=noise, long=long)
 
 
 def detect_cutoff(waveform: np.ndarray, floor_db: float = -60.0) -> float:
@@ -226,22 +254,24 @@ def super_resolve(pipe, audio: AudioLike, prompt: str = "", cutoff_hz: Optional[
                   num_inference_steps: int = 10, guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
                   generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
                   callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np",
-                  progress: bool = True, compat: str = "diffusers", noise: Optional[NoiseFn] = None) -> AudioOutput:
+                  progress: bool = True, compat: str = "diffusers", noise: Optional[NoiseFn] = None,
+                  window_s: Union[str, float, None] = "auto", overlap_s: float = longform.OVERLAP_S) -> AudioOutput:
     """Regenerate the mel bands above ``cutoff_hz`` (detected from the input when None), keep the rest.
-    compat, noise: as in :func:`transfer`."""
+    compat, noise, window_s, overlap_s: as in :func:`transfer`."""
     args = _checked(pipe, prompt, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                    compat=compat, noise=noise)
+                    compat=compat, noise=noise, window_s=window_s, overlap_s=overlap_s)
     if cutoff_hz is not None:
         freq_mask(1, cutoff_hz, 1)  # checked before the audio is read
     w, _ = checks.waveform(audio)
+    long = long_spec(pipe, len(w) / SAMPLE_RATE, window_s, overlap_s)
     cutoff = detect_cutoff(w) if cutoff_hz is None else cutoff_hz
     if cutoff_hz is None and cutoff >= SAMPLE_RATE / 2 - SAMPLE_RATE / 1024:
         raise InputError("the input already has content up to 8 kHz; give cutoff_hz to choose the bands to regenerate")
-    x0, n = encode_audio(pipe, w)
+    x0, n = encode_audio(pipe, w, long=long)
     mask = freq_mask(x0.shape[3], cutoff, pipe.vae_scale_factor)
     return _run(pipe, x0, n, prompt, args, keep=mask, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, progress=progress, noise=noise)
+                callback=callback, progress=progress, noise=noise, long=long)
 
 
 __all__ = ["transfer", "inpaint", "super_resolve", "encode_audio", "time_mask", "freq_mask", "detect_cutoff"]

@@ -26,7 +26,9 @@ class DenoiseStep:
 
     index: 0-based evaluation number; num_steps: evaluations in the run; timestep: the sampler's
     timestep; latents: (B, C, T, F) current latents (scaled, as the UNet sees them before decoding);
-    num_samples: the waveform length :meth:`AudioLDM.decode` trims to.
+    num_samples: the waveform length :meth:`AudioLDM.decode` trims to; windows: UNet windows per
+    model call (1: the plain path, :mod:`audioldm_core.longform`); loop, decode_mode: how
+    :meth:`AudioLDM.decode` decodes these latents.
     """
 
     index: int
@@ -34,6 +36,9 @@ class DenoiseStep:
     timestep: Any
     latents: torch.Tensor
     num_samples: int
+    windows: int = 1
+    loop: bool = False
+    decode_mode: str = "auto"
 
 
 def checked(stream: Iterable[tuple[Any, torch.Tensor]], what: str) -> Iterable[tuple[Any, torch.Tensor]]:
@@ -54,7 +59,7 @@ def drive(steps: Iterable[DenoiseStep], *, calls_per_step: int, total_steps: int
     A step counts as done every ``calls_per_step`` evaluations (Heun: 2) and at the last one, as
     diffusers counts them: the progress bar (tqdm, created after the first evaluation so bad input
     never shows one) advances then, and ``callback(step, timestep, latents)`` runs every
-    ``callback_steps`` evaluations.
+    ``callback_steps`` evaluations. A windowed run's bar counts windows x steps (``DenoiseStep.windows``).
     """
     bar, last = None, None
     try:
@@ -62,10 +67,12 @@ def drive(steps: Iterable[DenoiseStep], *, calls_per_step: int, total_steps: int
             if bar is None and progress:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False)
+                w = last.windows
+                bar = tqdm(total=total_steps * w, desc=desc + (f" {w} windows" if w > 1 else ""),
+                           unit="window" if w > 1 else "step", leave=False)
             if last.index == last.num_steps - 1 or (last.index + 1) % calls_per_step == 0:
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(last.windows)
                 if callback is not None and last.index % callback_steps == 0:
                     callback(last.index // calls_per_step, last.timestep, last.latents)
     finally:

@@ -12,19 +12,21 @@ AudioLDM code instead (:mod:`audioldm_core.compat`).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from . import checks
+from . import checks, longform
 from .checkpoint import COMPONENTS
 from .compat import compat_mode, default_eta, original_clip, original_conditioning
 from .config import AudioLDMConfig
 from .errors import InputError, NumericalError
 from .layers import component_dtype
 from .loading import DEFAULT_MODEL, HUB_ALIASES, load_parts
+from .longform import OVERLAP_S
 from .loop import AudioOutput, DenoiseStep, checked, drive, output
 from .noise import Generator, first_generator, randn_tensor
 from .samplers import get_sampler
@@ -144,6 +146,12 @@ class AudioLDM:
             return hashlib.sha256(header).hexdigest()[:16]
         return hashlib.sha256(repr(sorted(self.source.items())).encode()).hexdigest()[:16]
 
+    @property
+    def latent_frame_s(self) -> float:
+        """Seconds of audio per latent frame (0.04 for AudioLDM: 4 mel frames of 10 ms)."""
+        voc = self.config.vocoder
+        return math.prod(voc.upsample_rates) * self.vae_scale_factor / voc.sampling_rate
+
     def lengths(self, audio_length_in_s: Optional[float], allow_long: bool = False,
                 batch: int = 1) -> tuple[float, int, int]:
         """(seconds, mel frames, waveform samples) for a requested length: see :func:`checks.length`."""
@@ -227,11 +235,13 @@ class AudioLDM:
             raise InputError(f"latents must have shape {shape} for this length and batch, got {got}")
         return latents.to(device=self.device, dtype=self.dtype)
 
-    def guided_eps(self, cond: torch.Tensor, uncond: Optional[torch.Tensor],
-                   guidance_scale: float) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    def guided_eps(self, cond: torch.Tensor, uncond: Optional[torch.Tensor], guidance_scale: float,
+                   model: Optional[Callable[..., torch.Tensor]] = None) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         """The model closure the samplers call, ``eps_fn(x, t) -> eps``: with ``uncond``, one UNet call
-        on [uncond; cond] and ``eps_u + g * (eps_c - eps_u)`` (classifier-free guidance, Ho & Salimans 2022)."""
-        unet = self.unet
+        on [uncond; cond] and ``eps_u + g * (eps_c - eps_u)`` (classifier-free guidance, Ho & Salimans 2022).
+        ``model``: called instead of ``self.unet`` as ``model(x, t, class_emb)`` (the windowed UNet of
+        :func:`audioldm_core.longform.windowed`)."""
+        unet = self.unet if model is None else model
         if uncond is None:
             return lambda x, t: unet(x, t, cond)
         both = torch.cat([uncond, cond])
@@ -248,7 +258,8 @@ class AudioLDM:
                 num_waveforms_per_prompt: int = 1, eta: Optional[float] = None, generator: Generator = None,
                 latents: Optional[torch.Tensor] = None, prompt_embeds: Optional[torch.Tensor] = None,
                 negative_prompt_embeds: Optional[torch.Tensor] = None, sampler: str = "ddim",
-                allow_long: bool = False, compat: str = "diffusers") -> Iterator[DenoiseStep]:
+                allow_long: bool = False, compat: str = "diffusers", window_s: Union[str, float, None] = "auto",
+                overlap_s: float = OVERLAP_S, loop: bool = False) -> Iterator[DenoiseStep]:
         """The denoising loop as a generator: yields a :class:`DenoiseStep` after every model call.
 
         Stop iterating to stop early; ``pipe.decode(step.latents, step.num_samples)`` turns any
@@ -259,8 +270,18 @@ class AudioLDM:
         eta = checks.eta(default_eta(mode) if eta is None else eta)
         n_calls = plan.num_calls(self.config.schedule, steps)
         rows = len(checks.prompt_list(prompt, prompt_embeds) or prompt_embeds)
-        _, frames, samples = self.lengths(audio_length_in_s, allow_long,
-                                          rows * checks.positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt"))
+        batch = rows * checks.positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
+        seconds, frames, samples = self.lengths(audio_length_in_s, True, batch)
+        spec = longform.resolve(seconds, self.latent_frame_s, window_s, overlap_s, loop)
+        if spec is not None:
+            longform.check_memory(seconds, batch)
+        windows = None if spec is None else spec.plan(frames // self.vae_scale_factor)
+        if windows is None or windows.trivial:
+            windows = None
+            self.lengths(audio_length_in_s, allow_long, batch)  # the plain path's length limit
+        else:
+            if loop:  # a loop's period is the whole latent: no trimming
+                samples = frames * math.prod(self.config.vocoder.upsample_rates)
         cond, uncond = self.encode_prompt(prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
                                           num_waveforms_per_prompt=num_waveforms_per_prompt,
                                           prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
@@ -269,28 +290,37 @@ class AudioLDM:
         if mode == "original":  # drawn after the initial noise, so both modes start from the same latents
             cond = original_conditioning(cond, generator, lambda: self.prompt_encoder([""]))
         self.text_encoder_idle()
-        stream = plan(self.guided_eps(cond, uncond, checks.guidance(guidance_scale)), x, self.config.schedule, steps,
-                      generator=generator, eta=eta)
+        g = checks.guidance(guidance_scale)
+        eps_fn = self.guided_eps(cond, uncond, g) if windows is None else \
+            self.guided_eps(cond, uncond, g, longform.windowed(self.unet, windows, longform.MAX_ROWS))
+        stream = plan(eps_fn, x, self.config.schedule, steps, generator=generator, eta=eta)
+        # window_s=None decodes in one pass at any length ("auto" is one pass up to the switch point)
+        decode_mode = "full" if window_s is None and seconds > longform.SWITCH_S else "auto"
+        n_win = 1 if windows is None else windows.n
         for i, (t, x) in enumerate(checked(stream, f"step {{i}}/{n_calls} of the {sampler} sampler ({self.dtype})")):
             if mode == "original" and i == n_calls - 1:
                 x = original_clip(x)
-            yield DenoiseStep(index=i, num_steps=n_calls, timestep=t, latents=x, num_samples=samples)
+            yield DenoiseStep(index=i, num_steps=n_calls, timestep=t, latents=x, num_samples=samples, windows=n_win,
+                              loop=loop, decode_mode=decode_mode)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, num_samples: Optional[int] = None, *, mode: str = "auto",
+               loop: bool = False) -> torch.Tensor:
         """Latents (B, C, T, F) -> waveform (B, samples) float32 on the CPU, trimmed to ``num_samples``:
-        divides by the VAE scaling factor, decodes the mel (B, 1, 4T, 64), runs the vocoder."""
+        divides by the VAE scaling factor, decodes the mel (B, 1, 4T, 64), runs the vocoder.
+
+        mode: "full" (one pass of each), "tiled" (the same to float rounding, in bounded activation
+        memory), "windowed" (the VAE in blended windows: bounded memory and linear time, an
+        approximation) or "auto" ("full" up to ``longform.SWITCH_S`` seconds, "windowed" beyond);
+        loop: the decode wraps around. See :func:`audioldm_core.longform.decode`."""
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
             raise InputError(f"latents must be a (B, C, T, F) tensor, got "
                              f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}")
         vae_dtype = next(self.vae.parameters()).dtype
-        mel = self.vae.decode(latents.to(device=self.device, dtype=vae_dtype) / self.config.vae.scaling_factor)
-        if not torch.isfinite(mel).all():
-            raise NumericalError(f"the VAE decoder produced NaN/Inf ({vae_dtype}); try float32")
-        voc_dtype = next(self.vocoder.parameters()).dtype
-        audio = self.vocoder(mel.squeeze(1).to(voc_dtype))
+        z = latents.to(device=self.device, dtype=vae_dtype) / self.config.vae.scaling_factor
+        audio = longform.decode(self.vae, self.vocoder, z, mode=mode, loop=loop)
         if not torch.isfinite(audio).all():
-            raise NumericalError(f"the vocoder produced NaN/Inf ({voc_dtype}); try float32")
+            raise NumericalError(f"the vocoder produced NaN/Inf ({audio.dtype}); try float32")
         audio = audio.cpu().float()
         return audio if num_samples is None else audio[:, :num_samples]
 
@@ -301,7 +331,9 @@ class AudioLDM:
                  negative_prompt_embeds: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, Any, torch.Tensor], None]] = None, callback_steps: int = 1,
                  output_type: str = "np", sampler: str = "ddim", progress: bool = True,
-                 allow_long: bool = False, compat: str = "diffusers", num_candidates: int = 1) -> AudioOutput:
+                 allow_long: bool = False, compat: str = "diffusers", num_candidates: int = 1,
+                 window_s: Union[str, float, None] = "auto", overlap_s: float = OVERLAP_S,
+                 loop: bool = False) -> AudioOutput:
         """Generate audio from text (diffusers ``AudioLDMPipeline.__call__`` semantics).
 
         prompt: a string or list of strings (or give ``prompt_embeds`` (B, 512) instead).
@@ -318,7 +350,17 @@ class AudioLDM:
         latents: initial unit-variance noise (B, 8, T/4, 16) to use instead of drawing it.
         callback(step, timestep, latents): called every ``callback_steps`` steps.
         output_type: "np" (numpy) or "pt" (torch). progress: show a tqdm bar.
-        allow_long: permit lengths above ``checks.MAX_SECONDS`` (120 s).
+        allow_long: permit lengths above ``checks.MAX_SECONDS`` (120 s) on the plain path (windowed
+            runs need no permission; they are refused only when memory cannot hold them).
+        window_s: "auto" (default): the plain full-length path up to ``longform.SWITCH_S`` seconds,
+            beyond it the UNet runs on windows of 10.24 s (the trained length) overlapping by
+            ``overlap_s``, merged into one noise prediction at every step (MultiDiffusion), and the
+            VAE decodes in windows; None: always the plain path (diffusers' result, at any length);
+            a number: windows of that many seconds at any length (a multiple of 0.04 s). A run that
+            fits in one window is the plain path, bit for bit.
+        overlap_s: seconds neighbouring windows share (default 1.28; a multiple of 0.04 s).
+        loop: windows wrap around the end so the audio loops without a seam; the output is the whole
+            latent (``audio_length_in_s`` rounded up to 0.04 s), at least one window long.
         compat: "diffusers" (default) or "original": the original AudioLDM code's sampling rules
             (:mod:`audioldm_core.compat`: DDIM eta 1.0, its 10% unconditional swap drawn from
             ``generator`` after the initial noise, and its latent clipping).
@@ -344,12 +386,19 @@ class AudioLDM:
                               num_waveforms_per_prompt=num_waveforms_per_prompt, eta=eta, generator=generator,
                               latents=latents, prompt_embeds=prompt_embeds,
                               negative_prompt_embeds=negative_prompt_embeds, sampler=sampler,
-                              allow_long=allow_long, compat=compat)
+                              allow_long=allow_long, compat=compat, window_s=window_s, overlap_s=overlap_s, loop=loop)
         last = drive(stream, calls_per_step=get_sampler(sampler).calls_per_step, total_steps=num_inference_steps,
                      desc=sampler, callback=callback, callback_steps=every, progress=progress)
-        return output(self.decode(last.latents, last.num_samples), output_type, self.sample_rate)
+        how = {} if (last.decode_mode, last.loop) == ("auto", False) else {"mode": last.decode_mode, "loop": last.loop}
+        return output(self.decode(last.latents, last.num_samples, **how), output_type, self.sample_rate)
 
-    # --- zero-shot edits (audioldm_core.edit) ---------------------------------------------------------
+    # --- zero-shot edits (audioldm_core.edit) and continuation (audioldm_core.extend) ----------------
+
+    def extend(self, audio, prompt: str, seconds: float, **kwargs) -> AudioOutput:
+        """Continue ``audio`` by ``seconds`` of generated audio; see :func:`audioldm_core.extend.extend`."""
+        from .extend import extend
+
+        return extend(self, audio, prompt, seconds, **kwargs)
 
     def transfer(self, audio, prompt: str, strength: float = 0.5, **kwargs) -> AudioOutput:
         """Text-guided style transfer of ``audio``; see :func:`audioldm_core.edit.transfer`."""
