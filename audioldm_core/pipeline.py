@@ -378,7 +378,8 @@ class AudioLDM:
                                   generator=generator, latents=latents, prompt_embeds=prompt_embeds,
                                   negative_prompt_embeds=negative_prompt_embeds, callback=callback,
                                   callback_steps=callback_steps, sampler=sampler, progress=progress,
-                                  allow_long=allow_long, compat=compat)
+                                  allow_long=allow_long, compat=compat, window_s=window_s, overlap_s=overlap_s,
+                                  loop=loop)
         checks.output_type(output_type)
         every = checks.callback(callback, callback_steps)
         stream = self.denoise(prompt, audio_length_in_s=audio_length_in_s, num_inference_steps=num_inference_steps,
