@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet (one-time cost of up to two minutes on CPU, and no reliable "
                              "per-step gain on the 2-core CPU we measured; meant for GPUs; see README 'Speed')")
+    common.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="execution backend: torch (default) or onnxruntime (float32 CPU; graphs exported "
+                             "once and cached, see README; needs pip install 'audioldm-core[onnx]')")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     g = sub.add_parser("generate", parents=[common], help="generate audio from a prompt, or from a file of prompts",
@@ -163,7 +166,7 @@ def _load(args) -> Any:
     t0 = time.perf_counter()
     try:
         pipe = AudioLDM.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
-                                        compile=args.compile)
+                                        compile=args.compile, backend=args.backend)
     except SourceNotFoundError as e:
         raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
     return pipe, time.perf_counter() - t0

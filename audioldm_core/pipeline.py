@@ -129,7 +129,8 @@ class AudioLDM:
     @classmethod
     def from_pretrained(cls, source: Union[str, os.PathLike] = DEFAULT_MODEL, *, device: Any = "cpu",
                         dtype: torch.dtype = torch.float32, revision: Optional[str] = None,
-                        variant: Optional[str] = None, compile: bool = False) -> "AudioLDM":
+                        variant: Optional[str] = None, compile: bool = False, backend: str = "torch",
+                        backend_options: Optional[dict] = None) -> "AudioLDM":
         """Load a model from any of:
 
         - a converted ``.safetensors`` file written by ``audioldm-convert``;
@@ -141,9 +142,17 @@ class AudioLDM:
           noise, not sound: it exercises every code path, nothing more.
 
         compile: run :meth:`compile` on the result (opt-in; see there for its one-time cost).
+        backend: "torch" (default) or "onnxruntime": the components run as ONNX Runtime sessions of
+            graphs exported from these modules and cached on disk (float32, CPU; extra ``[onnx]``);
+            ``backend_options`` go to :func:`audioldm_core.onnx_backend.apply` (``cache_dir``, ``threads``).
         """
+        from . import onnx_backend
+
+        onnx_backend.check_backend(backend, device=device, dtype=dtype, compile=compile)
         pipe = cls._load(source, device=device, dtype=dtype, revision=revision, variant=variant)
         pipe._warn_slow_dtype()
+        if backend == "onnxruntime":
+            return onnx_backend.apply(pipe, **(backend_options or {}))
         return pipe.compile() if compile else pipe
 
     @classmethod
