@@ -253,8 +253,11 @@ def _code_digest() -> str:
 
 
 def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _check_entry(folder: Path, key: dict) -> Optional[str]:
@@ -361,6 +364,7 @@ class _OrtModule(nn.Module):
         self._cache, self._settings = cache, session
         self._sessions: dict[tuple, Any] = {}
         self._weights: Optional[str] = None
+        self.graphs: dict[tuple, Path] = {}  # (component, plan) -> the graph file its session runs
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -392,6 +396,7 @@ class _OrtModule(nn.Module):
                 self._weights = weights_digest(self.eager)
             graph_key = self._cache.key(component, self._weights, plan)
             path = self._cache.get(_spec(component, self.eager), graph_key, example)
+            self.graphs[key] = path
             self._sessions[key] = ort.InferenceSession(str(path), self._settings.options(),
                                                        providers=["CPUExecutionProvider"])
             release_clean_pages(self.eager)  # the session holds its own copy of the weights
