@@ -68,7 +68,8 @@ def _sampler(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``audioldm`` argument parser."""
-    from .pipeline import COMPAT_MODES, DEFAULT_MODEL
+    from .compat import COMPAT_MODES
+    from .loading import DEFAULT_MODEL
 
     p = _Parser(prog="audioldm", description="AudioLDM text-to-audio (audioldm-core).")
     common = _Parser(add_help=False)
@@ -86,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=_positive_int, default=None,
                         help="CPU threads for torch (default: torch's default, all physical cores)")
     common.add_argument("--compile", action="store_true",
-                        help="torch.compile the UNet (one-time cost of up to two minutes on CPU, and no reliable "
-                             "per-step gain on the 2-core CPU we measured; meant for GPUs; see README 'Speed')")
+                        help="torch.compile the UNet (a one-time compilation cost per new length; see "
+                             "benchmarks/RESULTS.md for what it gains on a CPU)")
     common.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="execution backend: torch (default) or onnxruntime (float32 CPU; graphs exported "
                              "once and cached, see README; needs pip install 'audioldm-core[onnx]')")
@@ -242,7 +243,7 @@ def read_prompt_file(path: Path) -> list[dict[str, Any]]:
 def _batch(args) -> int:
     from .audio import format_for, write_audio
     from .checkpoint import remove_stale_temp_files  # outputs are written atomically; manifest lines appended
-    from .pipeline import COMPAT_MODES
+    from .compat import COMPAT_MODES
 
     items = read_prompt_file(args.prompts)
     folder = Path(args.output or "out")

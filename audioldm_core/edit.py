@@ -6,10 +6,13 @@ prompt; none needs retraining. They work with every sampler (DDIM is the paper's
 - transfer: noise the input's latents to the step given by ``strength`` and denoise with the prompt
   (SDEdit, Meng et al. 2022). strength 0 returns the VAE round trip, 1 is text-to-audio from the
   same noise.
-- inpaint: denoise from noise, and after every step put back the known region, noised to the
-  next step's level (the original's masked DDIM); after the last step the known latents are
-  exactly the encoded ones.
+- inpaint: denoise from noise, and after every step put back the known region noised to the next
+  step's level with one fixed noise draw; after the last step the known latents are exactly the
+  encoded ones, so the kept region is the VAE round trip of the input.
 - super_resolve: the same with a mask over frequency: mel bands above the cutoff are regenerated.
+
+``compat="original"`` runs the original AudioLDM code's edit algorithms instead
+(:mod:`audioldm_core.compat`).
 """
 
 from __future__ import annotations
@@ -21,22 +24,14 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
-from .audio import HOP, SAMPLE_RATE, load_audio, mel_filterbank, mel_for_vae
+from . import checks
+from .audio import HOP, SAMPLE_RATE, mel_filterbank, mel_for_vae
 from .errors import InputError
-from .samplers import get_sampler, noise_to_start, start_for_strength, timesteps_for
+from .loop import AudioOutput, DenoiseStep, checked, drive, output
+from .noise import first_generator
+from .samplers import get_sampler
 
-AudioLike = Union[str, os.PathLike, np.ndarray]
-
-
-def _waveform(audio: AudioLike) -> np.ndarray:
-    if isinstance(audio, (str, os.PathLike)):
-        return load_audio(audio)[0]
-    w = np.asarray(audio, dtype=np.float32)
-    if w.ndim != 1 or w.size == 0:
-        raise InputError(f"audio must be a file path or a non-empty 1-D array of 16 kHz samples, got shape {w.shape}")
-    if not np.isfinite(w).all():
-        raise InputError("audio contains NaN or Inf")
-    return w
+AudioLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
 @torch.no_grad()
@@ -45,7 +40,7 @@ def encode_audio(pipe, audio: AudioLike, *, sample_posterior: bool = False,
     """Audio (path or 16 kHz samples) -> scaled latents (1, 8, T/4, 16) and the sample count.
 
     The posterior mean by default; ``sample_posterior`` draws from it with ``generator``."""
-    w = _waveform(audio)
+    w = checks.waveform(audio)[0]
     if len(w) <= 512:
         raise InputError(f"audio too short: {len(w)} samples ({len(w) / SAMPLE_RATE:.3f} s); need more than 512")
     mel, n = mel_for_vae(w, pipe.vae_scale_factor)
@@ -55,90 +50,71 @@ def encode_audio(pipe, audio: AudioLike, *, sample_posterior: bool = False,
     return (z * pipe.config.vae.scaling_factor).to(pipe.dtype), n
 
 
-def _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, sampler):
-    from .pipeline import _guidance, _positive_int
+def _checked(pipe, prompt, strength, *, num_inference_steps, guidance_scale, callback, callback_steps, sampler,
+             output_type) -> dict[str, Any]:
+    """Every edit argument checked before any audio is read or encoded."""
+    if not isinstance(prompt, str):
+        raise InputError(f"editing takes one prompt (a string), got {type(prompt).__name__}")
+    plan = get_sampler(sampler)
+    steps = checks.positive_int(num_inference_steps, "num_inference_steps")
+    return dict(plan=plan, name=sampler, steps=steps, start=plan.start(pipe.config.schedule, steps, strength),
+                guidance=checks.guidance(guidance_scale), every=checks.callback(callback, callback_steps),
+                output_type=checks.output_type(output_type))
 
-    steps = _positive_int(num_inference_steps, "num_inference_steps")
-    get_sampler(sampler)
-    g = _guidance(guidance_scale)
-    cond, uncond = pipe.encode_prompt(prompt, negative_prompt=negative_prompt, guidance_scale=g)
-    if cond.shape[0] != 1:
-        raise InputError("editing takes one prompt (a string)")
+
+@torch.no_grad()
+def _run(pipe, x0: torch.Tensor, n_samples: int, prompt: str, args: dict[str, Any], *, keep: Optional[torch.Tensor],
+         negative_prompt, generator, callback, progress) -> AudioOutput:
+    """The shared loop: from ``args["start"]``; ``keep`` (1 = keep the input's latents) or None."""
+    plan, steps, start, schedule = args["plan"], args["steps"], args["start"], pipe.config.schedule
+    cond, uncond = pipe.encode_prompt(prompt, negative_prompt=negative_prompt, guidance_scale=args["guidance"])
     pipe.text_encoder_idle()
-    return steps, pipe.guided_eps(cond, uncond, g)
-
-
-def _run(pipe, x0, n_samples, prompt, *, strength, blend_mask, num_inference_steps, guidance_scale,
-         negative_prompt, generator, callback, callback_steps, sampler, output_type, progress):
-    """Shared loop: start at ``strength``; ``blend_mask`` (1 = keep the input) or None."""
-    from .pipeline import AudioOutput, _positive_int
-
-    every = _positive_int(callback_steps, "callback_steps")
-    if output_type not in ("np", "pt"):
-        raise InputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-    steps, eps_fn = _common(pipe, prompt, negative_prompt, guidance_scale, num_inference_steps, sampler)
-    schedule = pipe.config.schedule
-    n_evals = len(timesteps_for(sampler, schedule, steps))
-    start = start_for_strength(sampler, steps, strength)
+    total = plan.num_calls(schedule, steps)
     noise = pipe.prepare_latents(1, x0.shape[2] * pipe.vae_scale_factor, generator)
-    if start >= n_evals:  # strength 0: nothing to denoise
-        x = x0
-    else:
-        x = noise if start == 0 else noise_to_start(sampler, schedule, steps, x0, noise, start)
+    x = x0
+    if start < total:  # strength 0 keeps the round trip: nothing to denoise
+        x = noise if start == 0 else plan.noise_to_start(schedule, steps, x0, noise, start)
         blend = None
-        if blend_mask is not None:
-            keep = blend_mask.to(device=x0.device, dtype=x0.dtype)
+        if keep is not None:
+            keep = keep.to(device=x0.device, dtype=x0.dtype)
 
             def blend(i: int, t: Any, x: torch.Tensor) -> torch.Tensor:
-                known = x0 if i + 1 >= n_evals else noise_to_start(sampler, schedule, steps, x0, noise, i + 1)
+                known = x0 if i + 1 >= total else plan.noise_to_start(schedule, steps, x0, noise, i + 1)
                 return keep * known + (1 - keep) * x
 
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_evals - start, desc=f"{sampler} edit", unit="step", leave=False)
-        try:
-            for i, (t, x) in enumerate(get_sampler(sampler)(eps_fn, x, schedule, steps, generator=generator,
-                                                            start=start, blend=blend)):
-                if bar is not None:
-                    bar.update(1)
-                if not torch.isfinite(x).all():
-                    from .errors import NumericalError
-
-                    raise NumericalError(f"latents became NaN/Inf at edit step {i + 1} (t={t})")
-                if callback is not None and i % every == 0:
-                    callback(i, t, x)
-        finally:
-            if bar is not None:
-                bar.close()
-    audio = pipe.decode(x, n_samples)
-    return AudioOutput(audios=audio.numpy() if output_type == "np" else audio, sample_rate=pipe.sample_rate)
+        stream = plan(pipe.guided_eps(cond, uncond, args["guidance"]), x, schedule, steps,
+                      generator=first_generator(generator), start=start, blend=blend)
+        stream = checked(stream, f"edit step {{i}} of the {args['name']} sampler")
+        last = drive((DenoiseStep(i, total - start, t, x, n_samples) for i, (t, x) in enumerate(stream)),
+                     calls_per_step=plan.calls_per_step, total_steps=math.ceil((total - start) / plan.calls_per_step),
+                     desc="edit", callback=callback, callback_steps=args["every"], progress=progress)
+        x = last.latents
+    return output(pipe.decode(x, n_samples), args["output_type"], pipe.sample_rate)
 
 
 def transfer(pipe, audio: AudioLike, prompt: str, strength: float = 0.5, *, num_inference_steps: int = 10,
              guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
              generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
              callback_steps: int = 1, sampler: str = "ddim", sample_posterior: bool = False,
-             output_type: str = "np", progress: bool = True):
+             output_type: str = "np", progress: bool = True) -> AudioOutput:
     """Text-guided style transfer: (1, samples) audio of the input's length."""
+    args = _checked(pipe, prompt, strength, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type)
     x0, n = encode_audio(pipe, audio, sample_posterior=sample_posterior, generator=generator)
-    return _run(pipe, x0, n, prompt, strength=strength, blend_mask=None, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                progress=progress)
+    return _run(pipe, x0, n, prompt, args, keep=None, negative_prompt=negative_prompt, generator=generator,
+                callback=callback, progress=progress)
 
 
 def time_mask(latent_frames: int, start_s: float, end_s: float, duration_s: float, factor: int) -> torch.Tensor:
     """(1, 1, latent_frames, 1) mask, 1 where the input is kept, 0 on latent frames overlapping
-    [start_s, end_s)."""
+    [start_s, end_s). ``duration_s`` is the input's own duration (before any resampling)."""
     for v, name in ((start_s, "start"), (end_s, "end")):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise InputError(f"{name} must be a number of seconds, got {v!r}")
     if start_s >= end_s:
         raise InputError(f"start ({start_s} s) must be before end ({end_s} s)")
     if start_s < 0 or end_s > duration_s + 1e-9:
-        raise InputError(f"range {start_s}-{end_s} s is outside the audio (0-{duration_s:.3f} s)")
+        raise InputError(f"range {start_s}-{end_s} s is outside the audio (0-{duration_s:.6g} s)")
     per_s = SAMPLE_RATE / HOP / factor  # latent frames per second
     a, b = int(math.floor(start_s * per_s)), int(math.ceil(end_s * per_s))
     mask = torch.ones(1, 1, latent_frames, 1)
@@ -149,15 +125,17 @@ def time_mask(latent_frames: int, start_s: float, end_s: float, duration_s: floa
 def inpaint(pipe, audio: AudioLike, prompt: str, start_s: float, end_s: float, *, num_inference_steps: int = 10,
             guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
             generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
-            callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np", progress: bool = True):
+            callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np",
+            progress: bool = True) -> AudioOutput:
     """Regenerate [start_s, end_s) from the prompt and keep the rest: (1, samples) of the input's length."""
-    w = _waveform(audio)
+    args = _checked(pipe, prompt, 1.0, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type)
+    w, duration = checks.waveform(audio)
+    time_mask(1, start_s, end_s, duration, pipe.vae_scale_factor)  # the range is checked before encoding
     x0, n = encode_audio(pipe, w)
-    mask = time_mask(x0.shape[2], start_s, end_s, len(w) / SAMPLE_RATE, pipe.vae_scale_factor)
-    return _run(pipe, x0, n, prompt, strength=1.0, blend_mask=mask, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                progress=progress)
+    mask = time_mask(x0.shape[2], start_s, end_s, duration, pipe.vae_scale_factor)
+    return _run(pipe, x0, n, prompt, args, keep=mask, negative_prompt=negative_prompt, generator=generator,
+                callback=callback, progress=progress)
 
 
 def detect_cutoff(waveform: np.ndarray, floor_db: float = -60.0) -> float:
@@ -187,18 +165,21 @@ def freq_mask(latent_bins: int, cutoff_hz: float, factor: int) -> torch.Tensor:
 def super_resolve(pipe, audio: AudioLike, prompt: str = "", cutoff_hz: Optional[float] = None, *,
                   num_inference_steps: int = 10, guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
                   generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
-                  callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np", progress: bool = True):
+                  callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np",
+                  progress: bool = True) -> AudioOutput:
     """Regenerate the mel bands above ``cutoff_hz`` (detected from the input when None), keep the rest."""
-    w = _waveform(audio)
+    args = _checked(pipe, prompt, 1.0, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type)
+    if cutoff_hz is not None:
+        freq_mask(1, cutoff_hz, 1)  # checked before the audio is read
+    w, _ = checks.waveform(audio)
     cutoff = detect_cutoff(w) if cutoff_hz is None else cutoff_hz
     if cutoff_hz is None and cutoff >= SAMPLE_RATE / 2 - SAMPLE_RATE / 1024:
         raise InputError("the input already has content up to 8 kHz; give cutoff_hz to choose the bands to regenerate")
     x0, n = encode_audio(pipe, w)
     mask = freq_mask(x0.shape[3], cutoff, pipe.vae_scale_factor)
-    return _run(pipe, x0, n, prompt, strength=1.0, blend_mask=mask, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
-                progress=progress)
+    return _run(pipe, x0, n, prompt, args, keep=mask, negative_prompt=negative_prompt, generator=generator,
+                callback=callback, progress=progress)
 
 
 __all__ = ["transfer", "inpaint", "super_resolve", "encode_audio", "time_mask", "freq_mask", "detect_cutoff"]

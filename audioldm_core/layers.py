@@ -18,6 +18,25 @@ from torch import nn
 # Query rows x key columns above which attention runs in query chunks (2^27 fp32 scores = 512 MiB).
 ATTN_CHUNK_ELEMENTS = 2**27
 
+# --- dtype policy: what stays in float32 when the model runs in half precision ------------------------
+# - Components: with float16 the VAE and the vocoder run in float32 (their activations overflow fp16 on
+#   real checkpoints: the NaN/silence reports against diffusers' pipeline); bfloat16 has float32's range
+#   and applies to every component. See component_dtype.
+# - Ops, whatever the component's dtype: timestep features (timestep_embedding, as diffusers), nearest
+#   upsampling of bfloat16 (no kernel on some backends) and the tiled VAE decode's GroupNorm statistics
+#   (vae.py), each through float32().
+FLOAT32_COMPONENTS_IN_FLOAT16 = ("vae", "vocoder")
+
+
+def component_dtype(component: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a component runs in when the pipeline is asked for ``dtype``."""
+    return torch.float32 if dtype == torch.float16 and component in FLOAT32_COMPONENTS_IN_FLOAT16 else dtype
+
+
+def float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 for an op the policy above computes in float32 (a no-op for float32 input)."""
+    return x.float()
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, *, flip_sin_to_cos: bool = True,
                        freq_shift: float = 0.0, max_period: float = 10000.0) -> torch.Tensor:
@@ -31,7 +50,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, *, flip_sin_to_cos: bool = Tru
     half = dim // 2
     exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device)
     freqs = torch.exp(exponent / (half - freq_shift))
-    args = t.float()[:, None] * freqs[None, :]
+    args = float32(t)[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
     if flip_sin_to_cos:
         emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
@@ -105,21 +124,32 @@ class Upsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self._folded: Optional[tuple[tuple, torch.Tensor]] = None  # (weight identity, folded kernel)
+        self.register_load_state_dict_post_hook(lambda module, _: module.clear_folded())
+        self._folded: Optional[torch.Tensor] = None  # derived from conv.weight: not in the state dict
 
     def folded_weight(self) -> torch.Tensor:
         """The (C_in, C_out, 4, 4) transposed-convolution kernel equal to this layer's 3x3 conv after
-        nearest 2x upsampling. Cached while the conv weight is unchanged (same storage, dtype, device
-        and version counter); recomputed, differentiably, whenever autograd needs it, and traced into
-        the graph under ``torch.compile`` (the cache key's ``data_ptr`` would break the graph, and the
-        cache's own state would fail a guard and recompile on the second call)."""
+        nearest 2x upsampling (:func:`fold_upsample_kernel`).
+
+        Folded on first use after the weights are loaded or moved (``load_state_dict``, ``.to()``
+        and every other ``_apply`` clear it), then reused. Recomputed, differentiably, whenever
+        autograd needs it, and traced into the graph under ``torch.compile``. A weight changed in
+        place by other means needs :meth:`clear_folded`.
+        """
         w = self.conv.weight
         if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
             return fold_upsample_kernel(w)
-        key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
-        if self._folded is None or self._folded[0] != key:
-            self._folded = (key, fold_upsample_kernel(w.detach()))
-        return self._folded[1]
+        if self._folded is None:
+            self._folded = fold_upsample_kernel(w.detach())
+        return self._folded
+
+    def clear_folded(self) -> None:
+        """Forget the folded kernel; the next forward folds the current weight again."""
+        self._folded = None
+
+    def _apply(self, fn, recurse: bool = True):
+        self.clear_folded()
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -127,7 +157,7 @@ class Upsample(nn.Module):
             return F.conv_transpose2d(x, self.folded_weight(), self.conv.bias, stride=2, padding=1)
         dtype = x.dtype
         if dtype == torch.bfloat16:  # nearest upsampling has no bf16 kernel on some backends
-            x = x.float()
+            x = float32(x)
         if size is None:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         else:

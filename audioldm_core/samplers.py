@@ -49,30 +49,21 @@ builds its order up from 1 (diffusers uses the absolute step index, so its first
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from .config import ScheduleConfig
 from .errors import InputError
+from .noise import randn_tensor
 from .schedule import (add_noise, alphas_cumprod, check_steps, final_alpha, interp_sigmas, prediction_to_eps_x0,
                        spaced_timesteps, strength_start)
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Blend = Optional[Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]]
 Steps = Iterator[tuple[torch.Tensor, torch.Tensor]]
-
-
-def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
-    """Noise drawn on the generator's device, then moved; a list of generators draws one batch item
-    from each (diffusers' ``randn_tensor``)."""
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise InputError(f"got {len(generator)} generators for a batch of {shape[0]}")
-        return torch.cat([_randn((1,) + tuple(shape[1:]), like, g) for g in generator])
-    dev = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
 
 def _start(x: torch.Tensor, start: int, n_t: int, sigma0, noised: Optional[bool]) -> torch.Tensor:
@@ -112,7 +103,7 @@ def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_st
         std = eta * var ** 0.5
         x = a_prev ** 0.5 * x0 + (1 - a_prev - std ** 2) ** 0.5 * eps
         if eta > 0:
-            x = x + std * _randn(out.shape, out, generator)
+            x = x + std * randn_tensor(out.shape, generator, out.device, out.dtype)
         if blend is not None:
             x = blend(i, t, x)
         yield t, x
@@ -224,94 +215,21 @@ def _x0_sigma(schedule: ScheduleConfig, out, x, sigma):
     return out
 
 
-# 21-point Gauss-Kronrod rule on [-1, 1] (Kronrod 1965; the QUADPACK qk21 constants): abscissae
-# x_0 > ... > x_10 = 0 and their weights; the rule is exact for polynomials of degree <= 31. The odd
-# abscissae with _GAUSS10_W are the 10-point Gauss rule, whose difference from the 21-point result is
-# QUADPACK's error estimate.
-_GK21_X = (0.995657163025808080735527280689003, 0.973906528517171720077964012084452,
-           0.930157491355708226001207180059508, 0.865063366688984510732096688423493,
-           0.780817726586416897063717578345042, 0.679409568299024406234327365114874,
-           0.562757134668604683339000099272694, 0.433395394129247190799265943165784,
-           0.294392862701460198131126603103866, 0.148874338981631210884826001129720, 0.0)
-_GK21_W = (0.011694638867371874278064396062192, 0.032558162307964727478818972459390,
-           0.054755896574351996031381300244580, 0.075039674810919952767043140916190,
-           0.093125454583697605535065465083366, 0.109387158802297641899210590325805,
-           0.123491976262065851077208980253809, 0.134709217311473325928054001771707,
-           0.142775938577060080797094273138717, 0.147739104901338491374841515972068,
-           0.149445554002916905664936468389821)
-_GAUSS10_W = (0.066671344308688137593568809893332, 0.149451349150580593145776339657697,
-              0.219086362515982043995534934228163, 0.269266719309996355091226921569469,
-              0.295524224714752870173892994651338)  # at _GK21_X[1], [3], [5], [7], [9]
-_EPS64 = float(np.finfo(np.float64).eps)
-
-
-def _qk21(basis: Callable[[np.ndarray], np.ndarray], lo: float, hi: float) -> tuple[float, float, float]:
-    """QUADPACK ``dqk21`` on [lo, hi]: (integral, error estimate, integral of |f - mean|), summed in
-    float64 in QUADPACK's order (Piessens et al. 1983, QUADPACK, section 2.2.1; the error formula of
-    ``dqk21``)."""
-    centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
-    order_of_sum = (1, 3, 5, 7, 9, 0, 2, 4, 6, 8)  # Gauss abscissae first, then the Kronrod ones
-    taus = [centre] + [centre + sign * half * _GK21_X[k] for k in order_of_sum for sign in (-1, 1)]
-    f = basis(np.array(taus, dtype=np.float64)).astype(np.float64)
-    resk, resg = _GK21_W[10] * f[0], 0.0
-    for n, k in enumerate(order_of_sum):
-        pair = f[1 + 2 * n] + f[2 + 2 * n]
-        resk += _GK21_W[k] * pair
-        if n < 5:
-            resg += _GAUSS10_W[n] * pair
-    by_x = {k: (f[1 + 2 * n], f[2 + 2 * n]) for n, k in enumerate(order_of_sum)}
-    mean = resk * 0.5
-    resasc = _GK21_W[10] * abs(f[0] - mean)
-    resabs = abs(_GK21_W[10] * f[0])
-    for k in order_of_sum:
-        resabs += _GK21_W[k] * (abs(by_x[k][0]) + abs(by_x[k][1]))
-    for k in range(10):
-        resasc += _GK21_W[k] * (abs(by_x[k][0] - mean) + abs(by_x[k][1] - mean))
-    resabs, resasc = resabs * abs(half), resasc * abs(half)
-    err = abs((resk - resg) * half)
-    if resasc != 0 and err != 0:
-        err = resasc * min(1.0, (200 * err / resasc) ** 1.5)
-    if resabs > np.finfo(np.float64).tiny / (50 * _EPS64):
-        err = max(50 * _EPS64 * resabs, err)
-    return float(resk * half), float(err), float(resabs)
-
-
 def lms_coefficient(sigmas: torch.Tensor, order: int, i: int, j: int) -> float:
     """Integral over [sigma_i, sigma_{i+1}] of the j-th Lagrange basis polynomial through the nodes
-    sigma_i, sigma_{i-1}, ..., sigma_{i-order+1} (k-diffusion ``linear_multistep_coeff``).
+    sigma_i, sigma_{i-1}, ..., sigma_{i-order+1} (k-diffusion ``linear_multistep_coeff``; diffusers'
+    ``get_lms_coefficient`` computes the same integral numerically).
 
-    sigmas: (n + 1,) float32 -> a python float. The basis has degree order - 1 <= 3, so the 21-point
-    Gauss-Kronrod rule integrates it exactly. To equal diffusers' ``get_lms_coefficient`` (scipy's
-    ``quad``, QUADPACK ``dqagse`` with ``epsrel=1e-4``) bit for bit without scipy, the basis is
-    evaluated in float32 arithmetic at the same nodes, and we take the same path: the first 21-point
-    estimate when its error estimate passes ``dqagse``'s test, else one bisection (the float32
-    integrand's rounding noise fails that test for some close-spaced nodes, e.g. 22 of the ~2e6
-    coefficients of the cvssp schedule over 1-1000 steps, all at >= 741 steps; one bisection then
-    always passed). A float64 evaluation would differ by ~1e-6 relative: float32 rounding, not
-    quadrature error.
+    sigmas: (n + 1,) -> a python float. The basis has degree order - 1 <= 3: its coefficients come
+    from its roots (the other nodes), and the integral is the antiderivative's difference, all in
+    float64 on the float32 sigmas.
     """
-    s = sigmas.detach().cpu().numpy().astype(np.float32)
+    s = sigmas.detach().cpu().numpy().astype(np.float32).astype(np.float64)
     nodes = [s[i - k] for k in range(order)]
-
-    def basis(tau: np.ndarray) -> np.ndarray:
-        # diffusers' integrand: float32 torch ops on a float64 tau
-        tau = tau.astype(np.float32)
-        prod = np.ones_like(tau)
-        for k in range(order):
-            if k != j:
-                prod = prod * ((tau - nodes[k]) / (nodes[j] - nodes[k]))
-        return prod
-
-    # scipy integrates over the ascending interval and negates (sigmas decrease)
-    a, b = float(s[i]), float(s[i + 1])
-    sign, lo, hi = (-1.0, b, a) if b < a else (1.0, a, b)
-    result, err, resabs = _qk21(basis, lo, hi)
-    bound = max(1.49e-8, 1e-4 * abs(result))  # scipy's default epsabs, diffusers' epsrel
-    if err == 0 or (err <= bound and err != resabs) or (bound < err <= 100 * _EPS64 * resabs):
-        return sign * result
-    mid = 0.5 * (lo + hi)
-    left, right = _qk21(basis, lo, mid)[0], _qk21(basis, mid, hi)[0]
-    return sign * ((0.0 + left) + right)
+    others = [nodes[k] for k in range(order) if k != j]
+    denom = float(np.prod([nodes[j] - o for o in others])) if others else 1.0
+    antiderivative = np.polyint(np.poly(others) if others else np.ones(1))
+    return float((np.polyval(antiderivative, s[i + 1]) - np.polyval(antiderivative, s[i])) / denom)
 
 
 def sample_lms(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
@@ -372,7 +290,7 @@ def sample_euler_ancestral(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleCon
         up = (s_to ** 2 * (s ** 2 - s_to ** 2) / s ** 2) ** 0.5
         down = (s_to ** 2 - up ** 2) ** 0.5
         xf = xf + (xf - x0) / s * (down - s)
-        x = (xf + _randn(out.shape, out, generator) * up).to(out.dtype)
+        x = (xf + randn_tensor(out.shape, generator, out.device, out.dtype) * up).to(out.dtype)
         if blend is not None:
             x = blend(i, t, x)
         yield t, x
@@ -544,85 +462,157 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_s
         yield t, x
 
 
-# --- Registry -------------------------------------------------------------------------------------------
+# --- Registry: each sampler with its plan -------------------------------------------------------------
 
-class Sampler(NamedTuple):
-    """A registered sampler: ``(fn, description)``; ``fn`` is one of the ``sample_*`` functions."""
+def _vp_noise(timesteps: Callable[[ScheduleConfig, int], torch.Tensor]):
+    """``add_noise`` at ``timesteps[start]`` (DDPM forward process; DDIM and PNDM)."""
+    def noise(schedule: ScheduleConfig, num_steps: int, x0: torch.Tensor, eps: torch.Tensor, start: int):
+        return add_noise(schedule, x0, eps, int(timesteps(schedule, num_steps)[start]))
+    return noise
+
+
+def _multistep_noise(schedule: ScheduleConfig, num_steps: int, x0: torch.Tensor, eps: torch.Tensor, start: int):
+    a, s = _alpha_sigma(_multistep_plan(schedule, num_steps)[1][start])
+    return a * x0 + s * eps
+
+
+def _sigma_noise(sigmas: Callable[[ScheduleConfig, int], torch.Tensor]):
+    """``x0 + sigma[start] * eps`` (the Karras-parameterised samplers)."""
+    def noise(schedule: ScheduleConfig, num_steps: int, x0: torch.Tensor, eps: torch.Tensor, start: int):
+        return x0 + eps * sigmas(schedule, num_steps)[start]
+    return noise
+
+
+def _ddim_timesteps(schedule: ScheduleConfig, num_steps: int) -> torch.Tensor:
+    return torch.from_numpy(spaced_timesteps(schedule, num_steps, "leading"))
+
+
+def _pndm_timesteps(schedule: ScheduleConfig, num_steps: int) -> torch.Tensor:
+    return torch.from_numpy(pndm_timesteps(schedule, num_steps))
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A registered sampler and its plan; the only place that knows how a sampler walks the schedule.
+
+    fn: one of the ``sample_*`` generator functions; description: one line for ``audioldm samplers``;
+    timesteps(schedule, n): the timesteps the model is evaluated at for n steps, one yield each;
+    noise(schedule, n, x0, eps, start): a clean latent noised to the level of ``timesteps[start]``;
+    calls_per_step: model evaluations that make one inference step (Heun: 2);
+    options: keyword options ``fn`` takes beyond the common ones (e.g. DDIM's ``eta``).
+    """
 
     fn: Callable[..., Steps]
     description: str
+    timesteps: Callable[[ScheduleConfig, int], torch.Tensor]
+    noise: Callable[..., torch.Tensor]
+    calls_per_step: int = 1
+    options: tuple[str, ...] = ()
+
+    def num_calls(self, schedule: ScheduleConfig, num_steps: int) -> int:
+        """Model evaluations (= yields) of a full run of ``num_steps`` steps."""
+        check_steps(num_steps, schedule)
+        return len(self.timesteps(schedule, num_steps))
+
+    def start(self, schedule: ScheduleConfig, num_steps: int, strength: float) -> int:
+        """Index into :attr:`timesteps` where an edit of ``strength`` in [0, 1] begins (diffusers'
+        img2img convention: ``n - min(int(n * strength), n)`` steps skipped, times
+        ``calls_per_step``). Strength 0 keeps no step: the result is :meth:`num_calls`, nothing runs."""
+        skipped = strength_start(num_steps, strength, self.calls_per_step)
+        total = self.num_calls(schedule, num_steps)
+        return total if skipped >= num_steps * self.calls_per_step else skipped
+
+    def noise_to_start(self, schedule: ScheduleConfig, num_steps: int, x0: torch.Tensor, eps: torch.Tensor,
+                       start: int) -> torch.Tensor:
+        """x0, eps: (B, C, T, F) -> x0 noised to the level the sampler expects at index ``start``
+        (each diffusers scheduler's ``add_noise`` at ``timesteps[start]``). Pass the result as ``x``
+        with the same ``start``."""
+        total = self.num_calls(schedule, num_steps)
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < total:
+            raise InputError(f"start must be an integer in [0, {total - 1}] for {num_steps} steps, got {start!r}")
+        return self.noise(schedule, num_steps, x0, eps, start)
+
+    def steps_done(self, index: int, total: int) -> int:
+        """Inference steps completed after yield ``index`` (0-based) of ``total``: what progress bars
+        and diffusers-style callbacks count."""
+        return total // self.calls_per_step if index == total - 1 else (index + 1) // self.calls_per_step
+
+    def __call__(self, eps_fn: EpsFn, x: torch.Tensor, schedule: ScheduleConfig, num_steps: int, *,
+                 generator=None, start: int = 0, noised: Optional[bool] = None, blend: Blend = None,
+                 **options) -> Steps:
+        """Run ``fn``; options this sampler does not take (see :attr:`options`) are dropped, so callers
+        may pass e.g. ``eta`` to every sampler."""
+        kept = {k: v for k, v in options.items() if k in self.options}
+        return self.fn(eps_fn, x, schedule, num_steps, generator=generator, start=start, noised=noised,
+                       blend=blend, **kept)
+
+
+def _sigmas(schedule: ScheduleConfig, num_steps: int) -> torch.Tensor:
+    return _sigma_plan(schedule, num_steps)[1]
+
+
+def _sigma_timesteps(schedule: ScheduleConfig, num_steps: int) -> torch.Tensor:
+    return _sigma_plan(schedule, num_steps)[0]
+
+
+def _multistep_timesteps(schedule: ScheduleConfig, num_steps: int) -> torch.Tensor:
+    return _multistep_plan(schedule, num_steps)[0]
 
 
 SAMPLERS: dict[str, Sampler] = {
-    "ddim": Sampler(sample_ddim, "DDIM (Song et al. 2021); deterministic at eta=0, diffusers' default for AudioLDM"),
-    "pndm": Sampler(sample_pndm, "PLMS/PNDM (Liu et al. 2022), 4th-order linear multistep on eps"),
-    "lms": Sampler(sample_lms, "linear multistep in sigma, order 4 (k-diffusion / LMSDiscrete)"),
-    "euler": Sampler(sample_euler, "Euler on the probability-flow ODE (Karras et al. 2022)"),
-    "euler_ancestral": Sampler(sample_euler_ancestral, "Euler ancestral: Euler step plus fresh noise (stochastic)"),
-    "heun": Sampler(sample_heun, "Heun 2nd order (Karras et al. 2022); two model calls per step"),
-    "dpmsolver++": Sampler(sample_dpmsolver_pp, "DPM-Solver++(2M) multistep (Lu et al. 2022)"),
-    "unipc": Sampler(sample_unipc, "UniPC-2 predictor-corrector, bh2 (Zhao et al. 2023)"),
+    "ddim": Sampler(sample_ddim, "DDIM (Song et al. 2021); deterministic at eta=0, diffusers' default for AudioLDM",
+                    _ddim_timesteps, _vp_noise(_ddim_timesteps), options=("eta",)),
+    "pndm": Sampler(sample_pndm, "PLMS/PNDM (Liu et al. 2022), 4th-order linear multistep on eps",
+                    _pndm_timesteps, _vp_noise(_pndm_timesteps), options=("prk_warmup",)),
+    "lms": Sampler(sample_lms, "linear multistep in sigma, order 4 (k-diffusion / LMSDiscrete)",
+                   _sigma_timesteps, _sigma_noise(_sigmas), options=("order",)),
+    "euler": Sampler(sample_euler, "Euler on the probability-flow ODE (Karras et al. 2022)",
+                     _sigma_timesteps, _sigma_noise(_sigmas)),
+    "euler_ancestral": Sampler(sample_euler_ancestral, "Euler ancestral: Euler step plus fresh noise (stochastic)",
+                               _sigma_timesteps, _sigma_noise(_sigmas)),
+    "heun": Sampler(sample_heun, "Heun 2nd order (Karras et al. 2022); two model calls per step",
+                    lambda sc, n: heun_timesteps(sc, n)[0], _sigma_noise(lambda sc, n: heun_timesteps(sc, n)[1]),
+                    calls_per_step=2),
+    "dpmsolver++": Sampler(sample_dpmsolver_pp, "DPM-Solver++(2M) multistep (Lu et al. 2022)",
+                           _multistep_timesteps, _multistep_noise),
+    "unipc": Sampler(sample_unipc, "UniPC-2 predictor-corrector, bh2 (Zhao et al. 2023)",
+                     _multistep_timesteps, _multistep_noise),
 }
 
 
-def get_sampler(name: str) -> Callable[..., Steps]:
-    """The sampler function registered under ``name``; raises listing the valid names."""
-    if name not in SAMPLERS:
+def get_sampler(name: str) -> Sampler:
+    """The sampler registered under ``name`` (callable like its ``sample_*`` function, plus its plan);
+    raises listing the valid names."""
+    if not isinstance(name, str) or name not in SAMPLERS:
         raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name].fn
+    return SAMPLERS[name]
 
 
 def describe(name: str) -> str:
     """One-line description of a registered sampler."""
-    get_sampler(name)
-    return SAMPLERS[name].description
+    return get_sampler(name).description
 
 
 def timesteps_for(name: str, schedule: ScheduleConfig, num_steps: int) -> torch.Tensor:
     """The timesteps a sampler evaluates the model at (one yield each), in order."""
-    get_sampler(name)
     check_steps(num_steps, schedule)
-    if name == "ddim":
-        return torch.from_numpy(spaced_timesteps(schedule, num_steps, "leading"))
-    if name == "pndm":
-        return torch.from_numpy(pndm_timesteps(schedule, num_steps))
-    if name == "heun":
-        return heun_timesteps(schedule, num_steps)[0]
-    if name in ("dpmsolver++", "unipc"):
-        return _multistep_plan(schedule, num_steps)[0]
-    return _sigma_plan(schedule, num_steps)[0]
+    return get_sampler(name).timesteps(schedule, num_steps)
 
 
 def evals_per_step(name: str) -> int:
-    """Model evaluations per inference step that a sampler's start index counts in (Heun: 2)."""
-    return 2 if name == "heun" else 1
+    """Model evaluations per inference step (Heun: 2)."""
+    return get_sampler(name).calls_per_step
 
 
-def start_for_strength(name: str, num_steps: int, strength: float) -> int:
-    """Start index for editing with ``strength`` in [0, 1] (1 = from pure noise, 0 = no change)."""
-    return strength_start(num_steps, strength, evals_per_step(name))
+def start_for_strength(name: str, schedule: ScheduleConfig, num_steps: int, strength: float) -> int:
+    """Start index for editing with ``strength`` in [0, 1] (see :meth:`Sampler.start`)."""
+    return get_sampler(name).start(schedule, num_steps, strength)
 
 
 def noise_to_start(name: str, schedule: ScheduleConfig, num_steps: int, x0: torch.Tensor,
                    noise: torch.Tensor, start: int) -> torch.Tensor:
-    """Noise a clean latent ``x0`` to the level the sampler expects at timestep index ``start``
-    (each diffusers scheduler's ``add_noise`` at ``timesteps[start]``, with ``set_begin_index``).
-
-    x0, noise: (B, C, T, F) -> (B, C, T, F) in x0's dtype; pass the result to the sampler as ``x``
-    with the same ``start`` (it is then used as it is, without ``init_noise_sigma``).
-    """
-    n_evals = len(timesteps_for(name, schedule, num_steps))
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n_evals:
-        raise InputError(f"start must be an integer in [0, {n_evals - 1}] for {name} with {num_steps} steps, "
-                         f"got {start!r}")
-    if name in ("ddim", "pndm"):
-        return add_noise(schedule, x0, noise, int(timesteps_for(name, schedule, num_steps)[start]))
-    if name in ("dpmsolver++", "unipc"):
-        _, sig = _multistep_plan(schedule, num_steps)
-        a, s = _alpha_sigma(sig[start])
-        return a * x0 + s * noise
-    sig = heun_timesteps(schedule, num_steps)[1] if name == "heun" else _sigma_plan(schedule, num_steps)[1]
-    return x0 + noise * sig[start]
+    """See :meth:`Sampler.noise_to_start`."""
+    return get_sampler(name).noise_to_start(schedule, num_steps, x0, noise, start)
 
 
 def run(steps: Steps) -> torch.Tensor:

@@ -18,7 +18,8 @@ from torch import nn
 
 from .config import VAEConfig
 from .errors import InputError
-from .layers import Attention, Downsample, ResnetBlock, Upsample
+from .layers import Attention, Downsample, ResnetBlock, Upsample, float32
+from .noise import randn_tensor
 
 EPS = 1e-6  # every VAE GroupNorm, as diffusers' AutoencoderKL
 
@@ -162,16 +163,7 @@ class VAE(nn.Module):
         """
         if mean.shape != logvar.shape:
             raise InputError(f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} must have the same shape")
-        if isinstance(generator, (list, tuple)) and len(generator) == 1:
-            generator = generator[0]
-        if isinstance(generator, (list, tuple)):
-            if len(generator) != mean.shape[0]:
-                raise InputError(f"got {len(generator)} generators for a batch of {mean.shape[0]}; pass one or B")
-            noise = torch.cat([torch.randn((1,) + tuple(mean.shape[1:]), generator=g, device=g.device,
-                                           dtype=mean.dtype).to(mean.device) for g in generator])
-        else:
-            gdev = generator.device if generator is not None else mean.device
-            noise = torch.randn(mean.shape, generator=generator, device=gdev, dtype=mean.dtype).to(mean.device)
+        noise = randn_tensor(mean.shape, generator, mean.device, mean.dtype)
         return mean + torch.exp(0.5 * logvar) * noise
 
     def decode(self, z: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
@@ -182,11 +174,9 @@ class VAE(nn.Module):
         every GroupNorm uses statistics of the whole length (accumulated tile by tile in float64, in a
         pass of their own) and the mid-block attention attends over the whole length, and each tile
         carries the convolutions' receptive-field margin, so the result equals the one-pass decode up to
-        float rounding, never an approximation (measured: relative error 1e-6 to 2e-6 in fp32, tiny and full
-        size, tests/test_vae.py). Memory: the largest stored tensors are two of the top level's
-        (B, 128, 4t, 64); the last upsampler's output, the largest tensor of a one-pass decode, is
-        recomputed per tile instead of stored (one extra upsampler convolution). Measured for 60 s at full
-        size (tiles of 64): peak RSS 1.1 GB vs 1.8 GB in one pass, including the weights.
+        float rounding, never an approximation (tests/test_vae.py). Memory: the largest stored tensors are
+        two of the top level's (B, 128, 4t, 64); the last upsampler's output, the largest tensor of a
+        one-pass decode, is recomputed per tile instead of stored (one extra upsampler convolution).
         """
         self._check(z, self.cfg.latent_channels, "latents")
         if chunk_frames is None:
@@ -256,8 +246,8 @@ def _stats(x: torch.Tensor, norm: nn.GroupNorm, tile: int) -> tuple[torch.Tensor
 def _norm_silu(x: torch.Tensor, norm: nn.GroupNorm, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
     """SiLU(GroupNorm(x)) with given statistics (B, groups); computed in float32, returned in x's dtype."""
     b = x.shape[0]
-    y = (x.float().reshape(b, norm.num_groups, -1) - mean[..., None]) * rstd[..., None]
-    y = y.reshape(x.shape) * norm.weight.float()[:, None, None] + norm.bias.float()[:, None, None]
+    y = (float32(x).reshape(b, norm.num_groups, -1) - mean[..., None]) * rstd[..., None]
+    y = y.reshape(x.shape) * float32(norm.weight)[:, None, None] + float32(norm.bias)[:, None, None]
     return F.silu(y).to(x.dtype)
 
 

@@ -14,7 +14,7 @@ import torch
 from audioldm_core import AudioLDM
 from audioldm_core.cli import main
 from audioldm_core.errors import InputError
-from audioldm_core.pipeline import COMPAT_MODES, original_clip, original_swap_mask
+from audioldm_core.compat import COMPAT_MODES, original_clip, original_swap_mask
 
 PROMPT = "a dog barks while rain falls on a tin roof"
 SHORT = dict(audio_length_in_s=1.0, num_inference_steps=3, progress=False, output_type="pt")

@@ -33,7 +33,10 @@ from convert.cvssp import read_json, schedule_config, shipped_config_dir
 
 RAW = read_json(shipped_config_dir("s-full-v2") / "scheduler" / "scheduler_config.json")
 CFG = schedule_config(RAW)
-TOL = 1e-6  # relative, per step, fp32 (every sampler measures 0: bit-identical)
+# relative, per step, fp32. Every sampler but LMS is bit-identical to its diffusers scheduler. LMS
+# integrates its Lagrange basis in closed form where diffusers runs scipy's quad on a float32
+# integrand: coefficients differ by <= 1e-6 relative, steps by up to 1.3e-6 (measured, n=25 conv).
+TOL = {"lms": 2e-6}
 STEPS = [1, 2, 3, 10, 25, 50, 200]
 MEASURED: dict[tuple, float] = {}
 
@@ -133,7 +136,7 @@ def test_every_sampler_step_by_step(name, eps_kind):
             worst = compare(name, n, batch, eps)
             MEASURED[(name, eps_kind, n, batch)] = worst
             rows.append(f"n={n} b={batch}: {worst:.1e}")
-            assert worst <= TOL, f"{name} ({eps_kind}) n={n} batch={batch}: max per-step rel err {worst:.2e}"
+            assert worst <= TOL.get(name, 0.0), f"{name} ({eps_kind}) n={n} batch={batch}: max per-step rel err {worst:.2e}"
     print(f"\n{name} ({eps_kind}) max per-step rel err: " + ", ".join(rows))
 
 
@@ -143,7 +146,7 @@ def test_ddim_eta_with_generator_matches(eta):
         for batch in (1, 3):
             worst = compare("ddim", n, batch, smooth_eps, eta=eta)
             MEASURED[(f"ddim eta={eta}", "smooth", n, batch)] = worst
-            assert worst <= TOL, f"ddim eta={eta} n={n} batch={batch}: {worst:.2e}"
+            assert worst <= TOL.get("ddim", 0.0), f"ddim eta={eta} n={n} batch={batch}: {worst:.2e}"
 
 
 @pytest.mark.parametrize("name", ["ddim", "euler_ancestral"])
@@ -162,7 +165,7 @@ def test_stochastic_samplers_with_one_generator_per_item(name):
     ours = [x for _, x in get_sampler(name)(smooth_eps, noise, CFG, 10, **opts,
                                             generator=[torch.Generator().manual_seed(k) for k in range(3)])]
     worst = max(((o - r).abs().max() / r.abs().max()).item() for o, r in zip(ours, ref))
-    assert worst <= TOL, f"{name} per-item generators: {worst:.2e}"
+    assert worst <= TOL.get(name, 0.0), f"{name} per-item generators: {worst:.2e}"
     with pytest.raises(InputError, match="2 generators for a batch of 3"):
         run(get_sampler(name)(smooth_eps, noise, CFG, 10, generator=gens[:2], **opts))
 
@@ -186,7 +189,7 @@ def test_pndm_prk_warmup_option():
         ours = [x for _, x in sample_pndm(smooth_eps, noise, CFG, n, prk_warmup=True)]
         assert len(ours) == len(ref)
         worst = max(((o - r).abs().max() / r.abs().max()).item() for o, r in zip(ours, ref))
-        assert worst <= TOL, f"pndm prk n={n}: {worst:.2e}"
+        assert worst <= TOL.get("pndm", 0.0), f"pndm prk n={n}: {worst:.2e}"
 
 
 @pytest.mark.parametrize("spacing", [None, "leading", "trailing", "linspace"])
@@ -199,7 +202,7 @@ def test_timestep_spacing_absent_or_present(name, spacing):
     assert schedule_config(raw).timestep_spacing == spacing
     for n in (3, 25):
         worst = compare(name, n, 2, smooth_eps, raw=raw)
-        assert worst <= TOL, f"{name} spacing={spacing} n={n}: {worst:.2e}"
+        assert worst <= TOL.get(name, 0.0), f"{name} spacing={spacing} n={n}: {worst:.2e}"
 
 
 @pytest.mark.parametrize("spacing", [None, "leading", "trailing", "linspace"])
@@ -252,7 +255,7 @@ def test_schedule_config_variants(variant):
             continue
         for n in (1, 3, 10):
             worst = compare(name, n, 2, smooth_eps, raw=raw)
-            assert worst <= TOL, f"{name} {variant} n={n}: {worst:.2e}"
+            assert worst <= TOL.get(name, 0.0), f"{name} {variant} n={n}: {worst:.2e}"
 
 
 def reference_edit(name, n, strength, x0, noise, eps, seed=3):
@@ -274,7 +277,7 @@ def reference_edit(name, n, strength, x0, noise, eps, seed=3):
 
 
 def ours_edit(name, n, strength, x0, noise, eps, seed=3):
-    start = start_for_strength(name, n, strength)
+    start = start_for_strength(name, CFG, n, strength)
     x = noise_to_start(name, CFG, n, x0, noise, start)
     return [x] + [y for _, y in get_sampler(name)(eps, x, CFG, n, start=start, noised=True,
                                                   generator=torch.Generator().manual_seed(seed))]
@@ -289,7 +292,7 @@ def test_editing_start_matches_diffusers_img2img(name):
                                                                                       noise, smooth_eps)
         assert len(ours) == len(ref), (name, n, strength)
         worst = max(((o - r).abs().max() / r.abs().max()).item() for o, r in zip(ours, ref))
-        assert worst <= TOL, f"{name} edit n={n} strength={strength}: {worst:.2e}"
+        assert worst <= TOL.get(name, 0.0), f"{name} edit n={n} strength={strength}: {worst:.2e}"
 
 
 def test_lms_editing_builds_its_order_from_the_start():
@@ -307,22 +310,39 @@ def test_lms_editing_builds_its_order_from_the_start():
     assert not torch.allclose(ours[1], ref[1], rtol=1e-3), "diffusers changed LMS mid-start: drop the deviation"
 
 
-def test_lms_coefficients_equal_diffusers_quad_and_integrate_the_basis():
+def test_lms_coefficients_equal_scipy_quad():
+    """The closed-form integral equals scipy's quad of the float64 Lagrange basis to <= 1e-6 relative
+    per coefficient (measured ~1e-12), and diffusers' ``get_lms_coefficient`` (quad of a float32
+    integrand) to <= 1e-5 (measured 6.3e-6 at the steps where quad bisects, n=999 i=573; <= 1e-6
+    elsewhere): that gap is the float32 integrand's rounding, not the closed form's."""
     from diffusers import LMSDiscreteScheduler
+    from scipy.integrate import quad
 
     s = LMSDiscreteScheduler.from_config(RAW)
-    for n in (4, 10, 50):
+    worst_exact = worst_diffusers = 0.0
+    for n, steps in ((4, range(4)), (10, range(10)), (50, range(50)), (741, (551,)), (770, (228,)), (999, (573,))):
         s.set_timesteps(n)
-        for i in range(n):
+        sig = s.sigmas.numpy().astype(np.float64)
+        for i in steps:
             order = min(i + 1, 4)
-            coeffs = [lms_coefficient(s.sigmas, order, i, j) for j in range(order)]
-            assert coeffs == [s.get_lms_coefficient(order, i, j) for j in range(order)], (n, i)
-    # steps where scipy's quad rejects its first estimate (float32 rounding noise) and bisects once;
-    # without the bisection these differ by up to 6e-6 relative (measured)
-    for n, i in ((741, 551), (770, 228), (999, 573)):
-        s.set_timesteps(n)
-        coeffs = [lms_coefficient(s.sigmas, 4, i, j) for j in range(4)]
-        assert coeffs == [s.get_lms_coefficient(4, i, j) for j in range(4)], (n, i)
+            nodes = [sig[i - k] for k in range(order)]
+            for j in range(order):
+                def basis(tau, j=j, nodes=nodes):
+                    return np.prod([(tau - nodes[k]) / (nodes[j] - nodes[k]) for k in range(order) if k != j])
+
+                ours = lms_coefficient(s.sigmas, order, i, j)
+                exact = quad(basis, sig[i], sig[i + 1], epsabs=0, epsrel=1e-13, limit=200)[0]
+                rel = abs(ours - exact) / max(abs(exact), 1e-12)
+                worst_exact = max(worst_exact, rel)
+                assert rel <= 1e-6, f"n={n} i={i} j={j}: ours {ours!r} vs quad {exact!r} (relative {rel:.2e})"
+                ref = s.get_lms_coefficient(order, i, j)
+                rel = abs(ours - ref) / max(abs(ref), 1e-12)
+                worst_diffusers = max(worst_diffusers, rel)
+                assert rel <= 1e-5, f"n={n} i={i} j={j}: ours {ours!r} vs diffusers {ref!r} (relative {rel:.2e})"
+    print(f"\nLMS coefficients: max rel err {worst_exact:.1e} vs float64 quad, {worst_diffusers:.1e} vs diffusers")
+
+
+def test_lms_coefficients_integrate_the_lagrange_basis():
     sig = torch.tensor([10.0, 6.0, 3.5, 2.0, 1.0, 0.0])
     for i in range(1, 5):
         order = min(i + 1, 4)
@@ -376,16 +396,15 @@ def test_editing_helpers_start_and_noise_levels():
     noise = torch.randn(1, 8, 4, 16)
     for name in SAMPLERS:
         n = 10
-        start = start_for_strength(name, n, 0.5)
+        start = start_for_strength(name, CFG, n, 0.5)
         assert start == 5 * evals_per_step(name)
         xt = noise_to_start(name, CFG, n, x0, noise, start)
         out = run(get_sampler(name)(lambda x, t: torch.zeros_like(x), xt, CFG, n, start=start))
         assert torch.isfinite(out).all()
         n_evals = len(timesteps_for(name, CFG, n))
-        # strength 0 skips every step (n * evals_per_step: Heun's 2n - 1 evaluations are all skipped); PLMS's
-        # extra evaluation leaves one, as in diffusers
-        zero = start_for_strength(name, n, 0.0)
-        assert zero == n_evals - 1 if name == "pndm" else zero >= n_evals, (name, zero, n_evals)
+        # strength 0 keeps no evaluation on any sampler (PLMS's repeated timestep included), strength 1 all
+        assert start_for_strength(name, CFG, n, 0.0) == n_evals, name
+        assert start_for_strength(name, CFG, n, 1.0) == 0, name
         with pytest.raises(InputError, match="start"):
             noise_to_start(name, CFG, n, x0, noise, n_evals)
         # start 0: unit noise is scaled by init_noise_sigma unless marked as already noised
@@ -394,9 +413,9 @@ def test_editing_helpers_start_and_noise_levels():
         assert torch.isfinite(first[0][1]).all() and torch.isfinite(first[1][1]).all()
         with pytest.raises(InputError, match="start"):
             run(get_sampler(name)(smooth_eps, xt, CFG, n, start=n_evals))
-    assert start_for_strength("ddim", 10, 1.0) == 0 and start_for_strength("ddim", 10, 0.0) == 10
+    assert start_for_strength("ddim", CFG, 10, 1.0) == 0 and start_for_strength("ddim", CFG, 10, 0.0) == 10
     with pytest.raises(InputError, match="strength"):
-        start_for_strength("ddim", 10, 1.5)
+        start_for_strength("ddim", CFG, 10, 1.5)
     with pytest.raises(InputError, match="even index"):
         run(get_sampler("heun")(smooth_eps, x0, CFG, 10, start=3))
     with pytest.raises(InputError, match="prk_warmup"):
@@ -452,13 +471,16 @@ def test_unknown_sampler_lists_names_and_negative_eta():
 
 def test_registry():
     assert list(SAMPLERS) == ["ddim", "pndm", "lms", "euler", "euler_ancestral", "heun", "dpmsolver++", "unipc"]
-    for name, (fn, description) in SAMPLERS.items():
-        assert get_sampler(name) is fn and describe(name) == description
+    for name, entry in SAMPLERS.items():
+        fn, description = entry.fn, entry.description
+        assert get_sampler(name) is entry and describe(name) == description
         assert description and "\n" not in description and len(description) < 100
         assert inspect.isgeneratorfunction(fn), name
         params = inspect.signature(fn).parameters
         assert list(params)[:4] == ["eps_fn", "x", "schedule", "num_steps"], name
         assert {"generator", "start", "blend"} <= set(params), name
+        assert set(entry.options) <= set(params), name
+        assert entry.calls_per_step == (2 if name == "heun" else 1), name
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
@@ -473,7 +495,7 @@ def test_other_latent_dtypes_match_diffusers(dtype):
         ours = [x for _, x in get_sampler(name)(eps, noise, CFG, 25, generator=torch.Generator().manual_seed(7))]
         assert all(o.dtype == dtype for o in ours), name
         worst = max(rel(o.double(), r.double()) for o, r in zip(ours, ref))
-        assert worst <= TOL, f"{name} {dtype}: {worst:.2e}"
+        assert worst <= TOL.get(name, 0.0), f"{name} {dtype}: {worst:.2e}"
 
 
 def test_latents_on_another_device():

@@ -60,15 +60,24 @@ def test_small_grids_keep_the_plain_path():
         assert torch.equal(up(x), _plain(up, x))
 
 
-def test_fold_cache_follows_weight_edits_and_casts():
+def test_folded_kernel_follows_loads_casts_and_clear():
+    """The folded kernel is made once and reused; loading weights, moving/casting and clear_folded()
+    forget it, so the next forward uses the current weight."""
     torch.manual_seed(0)
     up = Upsample(8).eval().requires_grad_(False)
     x = torch.randn(1, 8, 16, 8)
     first = up(x)
+    kernel = up.folded_weight()
+    assert up.folded_weight() is kernel  # reused, not refolded per call
     with torch.no_grad():
-        up.conv.weight.mul_(-2.0)  # in place: same storage, new version counter
+        up.conv.weight.mul_(-2.0)  # in place: the kernel is stale until cleared (documented)
+    assert torch.equal(up(x), first)
+    up.clear_folded()
     assert rel_err(up(x), _plain(up, x))[1] < 1e-5
     assert not torch.allclose(up(x), first)
+    state = {k: v * 0.5 for k, v in up.state_dict().items()}
+    up.load_state_dict(state, assign=True)
+    assert rel_err(up(x), _plain(up, x))[1] < 1e-5
     up.double()
     assert up(x.double()).dtype == torch.float64
     assert rel_err(up(x.double()), _plain(up, x.double()))[1] < 1e-12
