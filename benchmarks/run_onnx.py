@@ -178,22 +178,23 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     folder = build_folder(name, work)
     ckpt = convert(folder, work)
-    lengths = [1.0, 2.0] if args.quick else [5.12, 20.48]
+    lengths = args.lengths or ([1.0, 2.0] if args.quick else [5.12, 20.48])
     steps = 2 if args.quick else args.steps
     repeats = 1 if args.quick else args.repeats
     scratch = Path(tempfile.mkdtemp(prefix="onnx-bench-", dir=work))
     rows: dict[str, dict] = {}
     try:
         # first generation in a fresh process: cold cache (exports), then warm (cache hit)
-        cache = scratch / "ours-cache"
-        first = {"ours-ort cold cache": fresh("ours-ort", ckpt, folder, cache, lengths[0], steps, args.threads),
+        cache = Path(args.cache) if args.cache and "first" in args.skip else scratch / "ours-cache"
+        first = {} if "first" in args.skip else {"ours-ort cold cache": fresh("ours-ort", ckpt, folder, cache, lengths[0], steps, args.threads),
                  "ours-ort warm cache": fresh("ours-ort", ckpt, folder, cache, lengths[0], steps, args.threads),
                  "diffusers": fresh("diffusers", ckpt, folder, scratch, lengths[0], steps, args.threads)}
         peer_dir = scratch / "peer"
-        peer_dir.mkdir()
-        first["diffusers-ort (exports every time)"] = fresh("diffusers-ort", ckpt, folder, peer_dir, lengths[0], steps,
-                                                            args.threads)
-        shutil.rmtree(peer_dir)
+        if "first" not in args.skip:
+            peer_dir.mkdir()
+            first["diffusers-ort (exports every time)"] = fresh("diffusers-ort", ckpt, folder, peer_dir, lengths[0],
+                                                                steps, args.threads)
+            shutil.rmtree(peer_dir)
 
         ours_ort = AudioLDM.from_pretrained(ckpt, backend="onnxruntime", backend_options={"cache_dir": cache})
         ours = load_ours(ckpt)
@@ -216,7 +217,7 @@ def run(args) -> dict:
 
         diffs = {}
         cond, uncond = ours.encode_prompt(PROMPT, guidance_scale=2.5)
-        for s in lengths:
+        for s in ([] if "e2e" in args.skip else lengths):
             outs = {k: gen(k, s)() for k in impls}
             diffs[f"{s:g} s"] = {k: float(np.abs(outs[k] - outs["diffusers"]).max()) for k in impls}
             row_impls = impls if s == lengths[0] else {k: v for k, v in impls.items() if k != "ours"}
@@ -291,12 +292,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffled run order")
+    p.add_argument("--lengths", type=float, nargs="+", default=None, help="seconds (default 5.12 20.48)")
+    p.add_argument("--skip", type=lambda v: set(v.split(",")), default=set(),
+                   help="comma-separated row groups to leave out: first (fresh-process rows), e2e")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for the reference model and our file")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/onnx-<model>.json)")
     p.add_argument("--first-child", choices=["ours-ort", "diffusers", "diffusers-ort"], help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
-    p.add_argument("--cache", help=argparse.SUPPRESS)
+    p.add_argument("--cache", help="with --skip first: an existing graph cache for ours-ort (default: a new one)")
     p.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.first_child:
