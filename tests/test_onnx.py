@@ -25,7 +25,11 @@ from conftest import require
 from reference import FULL_SIZE, reference_pipeline
 
 WAVE_TOL = 1e-4  # waveform, end to end (the bound; measured below it by 1-2 orders)
-COMP_TOL = 1e-4  # per component, relative to the output's peak
+# per component, max abs error relative to the output's peak (measured at full size: UNet 1e-6, VAE
+# decode 2.5e-6, VAE encode 1.5e-6, vocoder 2.4e-6, text tower 9e-8; random-weight text embeddings of
+# different prompts differ by only ~0.4%, so the text tower gets its own, tighter bound)
+COMP_TOL = 2e-5
+TOL = {"text": 1e-6}
 PROMPT = "a dog barks while rain falls on a tin roof"
 MEASURED: list[str] = []
 
@@ -114,10 +118,11 @@ def copy_cache(warm_cache, tmp_path):
 def test_components_match_eager(tiny_pair, frames):
     eager, ort = tiny_pair
     for label, a, b, wrong in component_cases(eager, ort, frames):
-        rel_err(f"tiny {label} ({frames} frames)", a, b, COMP_TOL)
+        tol = TOL.get(label, COMP_TOL)
+        rel_err(f"tiny {label} ({frames} frames)", a, b, tol)
         assert a.shape == b.shape
         contrast = float((a - wrong).abs().max() / a.abs().max())
-        assert contrast > 100 * COMP_TOL, f"{label}: a perturbed input moved the output by only {contrast:.2e}"
+        assert contrast > 100 * tol, f"{label}: a perturbed input moved the output by only {contrast:.2e}"
 
 
 @pytest.mark.parametrize("seconds", [5.12, 3.3])
@@ -269,8 +274,10 @@ def test_full_size_parity(name, converted_file, tmp_path):
     eager = AudioLDM.from_pretrained(path)
     ort = ort_pipe(path, tmp_path, components=("clap", "unet", "vae", "vocoder") if every else ("unet",))
     for label, a, b, wrong in component_cases(eager, ort, 128, batch=1, only=None if every else "unet"):
-        rel_err(f"{name} {label}", a, b, COMP_TOL)  # 128 latent frames: 5.12 s
-        assert float((a - wrong).abs().max() / a.abs().max()) > 100 * COMP_TOL
+        tol = TOL.get(label, COMP_TOL)
+        rel_err(f"{name} {label}", a, b, tol)  # 128 latent frames: 5.12 s
+        contrast = float((a - wrong).abs().max() / a.abs().max())
+        assert contrast > 100 * tol, f"{name} {label}: a perturbed input moved the output by only {contrast:.2e}"
     a, b = generate(eager, steps=2), generate(ort, steps=2)
     err = float(np.abs(a - b).max())
     line = f"{name} end to end 5.12 s, 2 steps: max abs err {err:.2e} (peak {float(np.abs(a).max()):.3f})"
