@@ -13,7 +13,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .errors import InputError, SourceNotFoundError
 
 SAMPLE_RATE = 16000

@@ -22,16 +22,11 @@ are checked, and any mismatch raises :class:`CheckpointError` naming the keys.
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import gc
 import hashlib
 import importlib
 import json
 import math
 import os
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -41,6 +36,7 @@ from torch import nn
 
 from .config import AudioLDMConfig
 from .errors import CheckpointError, ConfigError, InputError, SourceNotFoundError, key_problems, name_list
+from .files import atomic_write
 
 FORMAT = "audioldm-core"
 FORMAT_VERSION = "1"
@@ -79,55 +75,11 @@ def build_component(name: str, config: AudioLDMConfig, *, device: Any = "cpu",
     return cls(getattr(config, name)).to(device=device, dtype=dtype)
 
 
-_INIT_FUNCTIONS = ("uniform_", "normal_", "ones_", "zeros_", "constant_", "kaiming_uniform_", "kaiming_normal_",
-                   "xavier_uniform_", "xavier_normal_", "trunc_normal_")
-# The torch.nn classes our components are built from that define reset_parameters (Conv1d/Conv2d/
-# ConvTranspose1d inherit theirs from _ConvNd).
-_RESET_CLASSES = (nn.Linear, nn.modules.conv._ConvNd, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
-_INIT_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _skipped_init():
-    """Within this block, on this thread, ``torch.nn.init``'s fill functions return their tensor
-    untouched and the torch.nn layers' ``reset_parameters`` does nothing, so building a module on the
-    meta device costs only its Python construction (the weights come from a checkpoint anyway; the
-    initialisers' Python was a fifth of a full-size load). The functions are swapped process-wide
-    while the block runs, but the replacements call the originals from any other thread, so a module
-    built concurrently elsewhere is initialised as usual; a lock keeps concurrent loads from nesting."""
-    with _INIT_LOCK:
-        me = threading.get_ident()
-
-        def skip_fill(original):
-            def fill(tensor, *args, **kwargs):
-                return tensor if threading.get_ident() == me else original(tensor, *args, **kwargs)
-            return fill
-
-        def skip_reset(original):
-            def reset_parameters(self):
-                if threading.get_ident() != me:
-                    original(self)
-            return reset_parameters
-
-        saved_fill = {n: getattr(nn.init, n) for n in _INIT_FUNCTIONS}
-        saved_reset = {c: c.__dict__["reset_parameters"] for c in _RESET_CLASSES}
-        try:
-            for n, f in saved_fill.items():
-                setattr(nn.init, n, skip_fill(f))
-            for c, f in saved_reset.items():
-                c.reset_parameters = skip_reset(f)
-            yield
-        finally:
-            for n, f in saved_fill.items():
-                setattr(nn.init, n, f)
-            for c, f in saved_reset.items():
-                c.reset_parameters = f
-
-
 def empty_component(name: str, config: AudioLDMConfig) -> nn.Module:
-    """A component on the ``meta`` device: shapes only, no memory, no init cost."""
+    """A component on the ``meta`` device: shapes only, no memory (torch's initialisers run on meta
+    tensors, which allocate nothing)."""
     cls = component_class(name)
-    with torch.device("meta"), _skipped_init():
+    with torch.device("meta"):
         return cls(getattr(config, name))
 
 
@@ -138,117 +90,38 @@ def expected_shapes(name: str, config: AudioLDMConfig) -> dict[str, torch.Size]:
 
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], component: str, *,
                       device: Any = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Fill a (meta-device or real) module from ``state`` strictly and return it.
+    """Fill a (meta-device or real) module from ``state`` strictly and return it in eval mode with
+    gradients off.
 
-    Every key of ``state`` must be a parameter or buffer of ``module`` with the same shape, and every
-    parameter and buffer must be given; floating tensors are cast to ``dtype`` and moved to ``device``.
-    Raises :class:`CheckpointError` naming the offending keys (sorted, capped, with a count).
+    Every key of ``state`` must be a parameter or persistent buffer of ``module`` with the same shape
+    and the same kind of dtype (floating or not), and every one of them must be given; floating
+    tensors are cast to ``dtype``, all are moved to ``device``, then assigned with
+    ``load_state_dict(strict=True, assign=True)``. Raises :class:`CheckpointError` naming the
+    offending keys (sorted, capped, with a count).
     """
-    # One walk over the modules gives every tensor slot under its state-dict name (what
-    # module.state_dict() lists: parameters and persistent buffers that are not None); filling the
-    # slots directly is what load_state_dict(strict=True, assign=True) does after the checks below,
-    # without its per-module Python hooks (together two thirds of this function's time at full size).
-    slots: dict[str, tuple[nn.Module, str, bool, torch.Tensor]] = {}
-    unloadable = []
-    for prefix, sub in module.named_modules(remove_duplicate=False):
-        prefix = prefix + "." if prefix else ""
-        for attr, t in sub._parameters.items():
-            if t is not None:
-                slots[prefix + attr] = (sub, attr, True, t)
-        for attr, t in sub._buffers.items():
-            if t is None:
-                continue
-            if attr in sub._non_persistent_buffers_set:
-                if t.is_meta:  # never in a checkpoint, so it could not be filled; our modules have none
-                    unloadable.append(prefix + attr)
-            else:
-                slots[prefix + attr] = (sub, attr, False, t)
-    if unloadable:
-        raise CheckpointError(f"{component}: tensors not filled by the checkpoint: {name_list(unloadable)}")
+    slots = module.state_dict(keep_vars=True)
     unexpected = set(state) - set(slots)
     missing = set(slots) - set(state)
     both = sorted(set(state) & set(slots))
-    shapes = [f"{k}: {tuple(state[k].shape)} but the model needs {tuple(slots[k][3].shape)}"
-              for k in both if tuple(state[k].shape) != tuple(slots[k][3].shape)]
+    shapes = [f"{k}: {tuple(state[k].shape)} but the model needs {tuple(slots[k].shape)}"
+              for k in both if tuple(state[k].shape) != tuple(slots[k].shape)]
     bad_dtype = [f"{k}: {state[k].dtype}" for k in both
-                 if state[k].is_floating_point() != slots[k][3].is_floating_point()]
+                 if state[k].is_floating_point() != slots[k].is_floating_point()]
     problems = key_problems({"unexpected key(s)": unexpected, "missing key(s)": missing,
-                               "shape mismatch(es)": shapes, "tensor(s) of the wrong kind of dtype": bad_dtype})
+                             "shape mismatch(es)": shapes, "tensor(s) of the wrong kind of dtype": bad_dtype})
     if problems:
         raise CheckpointError(f"{component}: " + "; ".join(problems))
-    for k, v in state.items():
-        v = v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device=device)
-        sub, attr, is_param, _ = slots[k]
-        if is_param:
-            sub._parameters[attr] = nn.Parameter(v, requires_grad=False)
-        else:
-            sub._buffers[attr] = v
-    return module.eval()  # every parameter was just replaced by one with requires_grad=False
+    cast = {k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device=device)
+            for k, v in state.items()}
+    module.load_state_dict(cast, strict=True, assign=True)
+    # A tensor no checkpoint holds (a non-persistent buffer) would stay on the meta device; ours have none.
+    unfilled = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    if unfilled:
+        raise CheckpointError(f"{component}: tensors not filled by the checkpoint: {name_list(unfilled)}")
+    return module.eval().requires_grad_(False)
 
 
 # --- Writing ----------------------------------------------------------------------------------------
-
-def check_output_path(path: PathLike) -> Path:
-    """Validate an output file path before any work is done: its folder must exist and be writable."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"output path {path} is a folder; give a file name ending in .safetensors")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise SourceNotFoundError(f"output folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {parent} is not writable")
-    return path
-
-
-def _temp_affixes(path: Path) -> tuple[str, str]:
-    """Prefix and suffix of :func:`atomic_write`'s temporary file for ``path``: ``.<name>.<random>.tmp``."""
-    return f".{path.name}.", ".tmp"
-
-
-def atomic_write(path: PathLike, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
-
-    The temporary file is removed on any error, so ``path`` is either the complete new file or
-    untouched.
-    """
-    path = check_output_path(path)
-    prefix, suffix = _temp_affixes(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def remove_stale_temp_files(path: PathLike) -> list[Path]:
-    """Delete the temporary files :func:`atomic_write` left beside ``path`` when its process was killed
-    mid-write (SIGKILL cannot be caught; ``.<name>.<random>.tmp``); returns what was removed.
-
-    Call it only where no other process is writing ``path`` at the same time (a batch resuming its own
-    outputs)."""
-    path = Path(path)
-    prefix, suffix = _temp_affixes(path)
-    removed = []
-    for tmp in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except FileNotFoundError:
-            pass
-    return removed
-
 
 def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Tensor]],
                     config: AudioLDMConfig, tokenizer: Mapping[str, Any],
@@ -383,10 +256,11 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 def _mapped_states(path: Path, header: Mapping[str, Any], base: int, names: list[str]
                    ) -> Optional[dict[str, dict[str, torch.Tensor]]]:
     """The tensors of components ``names`` as views into one copy-on-write mapping of the file: the
-    mapping safetensors' reader makes too, without its per-tensor Python cost (a fifth of a full-size
-    load). Call only after ``safe_open`` accepted the file; sizes and bounds are checked again here.
-    Returns None when a tensor cannot be viewed in place (an unknown dtype, an offset not aligned to its
-    dtype's size); the caller then reads through safetensors. ``base``: where the data starts."""
+    same mapping safetensors' reader makes, without its per-tensor Python cost (the measured gain is
+    in ``benchmarks/RESULTS.md``, "Loading and memory mechanisms"). Call only after ``safe_open``
+    accepted the file; sizes and bounds are checked again here. Returns None when a tensor cannot be
+    viewed in place (an unknown dtype, an offset not aligned to its dtype's size); the caller then
+    reads through safetensors. ``base``: where the data starts."""
     size = path.stat().st_size
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
     states: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
@@ -474,12 +348,15 @@ def _states_from(f, path: Path, names: list[str]) -> dict[str, dict[str, torch.T
     return states
 
 
-def load_components(path: PathLike, names: Optional[Sequence[str]] = None, *, device: Any = "cpu", dtype: Any = torch.float32
-                    ) -> tuple[CheckpointInfo, dict[str, nn.Module]]:
+def load_components(path: PathLike, names: Optional[Sequence[str]] = None, *, device: Any = "cpu",
+                    dtype: Any = torch.float32, mapped: bool = True) -> tuple[CheckpointInfo, dict[str, nn.Module]]:
     """Read a checkpoint's header once and load several components from it (default: all four).
 
-    dtype: one dtype for all, or a callable ``component name -> dtype``. Returns (info, {name: module}),
-    each module strict-loaded as :func:`load_component` does.
+    dtype: one dtype for all, or a callable ``component name -> dtype``.
+    mapped: read the tensors as views into one mapping of the file (:func:`_mapped_states`); False
+        reads them through safetensors' ``safe_open().get_tensor``. Both give the same tensors, both
+        memory-mapped (copy-on-write).
+    Returns (info, {name: module}), each module strict-loaded as :func:`load_component` does.
     """
     path = Path(path)
     names = list(COMPONENTS if names is None else names)
@@ -488,20 +365,12 @@ def load_components(path: PathLike, names: Optional[Sequence[str]] = None, *, de
     handle, header, data_start = _open_with_header(path)
     with handle as f:
         info = _info_from(path, f.metadata() or {}, tuple(f.keys()))
-        states = _mapped_states(path, header, data_start, names)
+        states = _mapped_states(path, header, data_start, names) if mapped else None
         if states is None:
             states = _states_from(f, path, names)
-    # Building ~1100 modules allocates enough objects to trigger Python's cyclic collector, whose full
-    # passes over everything alive cost up to 0.15 s here; nothing built here is garbage, so pause it.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        modules = {n: load_state_strict(empty_component(n, info.config), states.pop(n), n, device=device,
-                                        dtype=dtype(n) if callable(dtype) else dtype)
-                   for n in names}
-    finally:
-        if collecting:
-            gc.enable()
+    modules = {n: load_state_strict(empty_component(n, info.config), states.pop(n), n, device=device,
+                                    dtype=dtype(n) if callable(dtype) else dtype)
+               for n in names}
     return info, modules
 
 

@@ -1,5 +1,6 @@
 """The ``audioldm`` command line: ``generate`` (one prompt or a resumable batch), the edits
-``transfer``, ``inpaint`` and ``superres``, and ``samplers``.
+``transfer``, ``inpaint`` and ``superres``, ``samplers``, ``plot`` (a spectrogram PNG of a file) and
+``serve`` (the local web app).
 
 Errors print one line (``audioldm: error: ...``) and exit with status 2; nothing partial is written.
 """
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="execution backend: torch (default) or onnxruntime (float32 CPU; graphs exported "
                              "once and cached, see README; needs pip install 'audioldm-core[onnx]')")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--spectrogram", action="store_true",
+                        help="also write OUT.png beside each output: its log-mel spectrogram (edits: input and "
+                             "output side by side, edited region marked); needs the [ui] extra")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     g = sub.add_parser("generate", parents=[common], help="generate audio from a prompt, or from a file of prompts",
                        description="Generate 16 kHz audio from text. The model 'tiny' has random weights "
@@ -131,7 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cutoff", type=float, default=None,
                    help="keep mel bands below this frequency in Hz (default: detected from the input)")
     r.add_argument("-o", "--output", default="superres.wav", help="output file (default superres.wav)")
+    for edit_parser in (t, i, r):
+        edit_parser.add_argument("--compat", choices=COMPAT_MODES, default="diffusers",
+                                 help="diffusers (default): ours; original: the original AudioLDM code's edit "
+                                      "algorithm (DDIM only; see README 'Editing')")
     sub.add_parser("samplers", help="list the samplers")
+    pl = sub.add_parser("plot", help="draw the log-mel spectrogram of an audio file as a PNG (needs the [ui] extra)")
+    pl.add_argument("input", type=Path, help="input audio file (any rate; drawn at 16 kHz, mono)")
+    pl.add_argument("-o", "--output", type=Path, default=None, help="output PNG (default: INPUT with .png)")
+    s = sub.add_parser("serve", help="the local web app for every mode (needs the [ui] extra)",
+                       description="Serve a web page for text-to-audio and the edits. One model is loaded once; "
+                                   "requests run one at a time by default. Binds to 127.0.0.1: only this machine "
+                                   "can open it. A non-local --host (e.g. 0.0.0.0) lets anyone who can reach the "
+                                   "port use the model, upload files and download results; there is no login.")
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"as for generate (default {DEFAULT_MODEL})")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--concurrency", type=_positive_int, default=1,
+                   help="requests run at the same time; the rest wait in a queue (default 1)")
+    s.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    s.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype (default float32)")
+    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    s.add_argument("--share", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -144,13 +169,6 @@ def _numbered(path: Path, n: int) -> list[Path]:
     if n == 1:
         return [path]
     return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
-
-
-def _check_writable_folder(folder: Path) -> None:
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable")
 
 
 def _load(args) -> Any:
@@ -188,14 +206,17 @@ def _generate_one(pipe, *, prompt: str, seed: int, seconds: float, steps: int, g
 def cmd_generate(args) -> int:
     """``audioldm generate``: one prompt to one (or n numbered) files, or a batch with --prompts."""
     from .audio import format_for, write_audio
+    from .files import check_output_path
 
     if (args.prompt is None) == (args.prompts is None):
         raise InputError("give either a PROMPT or --prompts FILE")
     if args.prompts is not None:
         return _batch(args)
     out = Path(args.output or "out.wav")
+    for path in _numbered(out, args.n):  # before any work: a bad output path fails in a second
+        check_output_path(path, "audio")
     fmt = format_for(out, args.format)
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
+    _check_picture(args)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pipe, load_s = _load(args)
     t0 = time.perf_counter()
@@ -206,6 +227,8 @@ def cmd_generate(args) -> int:
     for path, audio in zip(_numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
         print(f"wrote {path} ({len(audio) / pipe.sample_rate:.2f} s of audio, {pipe.sample_rate} Hz)")
+        if args.spectrogram:
+            _write_picture(path, audio, prompt=args.prompt, seed=seed)
     print(f"seed {seed}; model loaded in {load_s:.1f} s, generated in {gen_s:.1f} s")
     return 0
 
@@ -242,15 +265,23 @@ def read_prompt_file(path: Path) -> list[dict[str, Any]]:
 
 def _batch(args) -> int:
     from .audio import format_for, write_audio
-    from .checkpoint import remove_stale_temp_files  # outputs are written atomically; manifest lines appended
+    # outputs are written atomically; manifest lines appended
     from .compat import COMPAT_MODES
+    from .files import check_output_folder, check_output_path, remove_stale_temp_files
 
     items = read_prompt_file(args.prompts)
+    _check_picture(args)
     folder = Path(args.output or "out")
     if not folder.exists() and folder.parent.is_dir():
         folder.mkdir()
-    _check_writable_folder(folder)
+    check_output_folder(folder)
     fmt = format_for(f"x.{args.format or 'wav'}")
+    for i, item in enumerate(items):  # every output path, before any work
+        name = item.get("output") or f"{i:04d}-{_slug(item['prompt'])}.{fmt}"
+        if not isinstance(name, str):
+            raise InputError(f"{args.prompts}:{item['_line']}: \"output\" must be a file name, got {name!r}")
+        for p in _numbered(folder / name, int(item.get("n", args.n))):
+            check_output_path(p, "audio")
     base_seed = args.seed if args.seed is not None else random.randrange(2**31)
     manifest = folder / "manifest.jsonl"
     recorded = set()
@@ -296,6 +327,8 @@ def _batch(args) -> int:
         audios = _generate_one(pipe, **settings, progress=not args.no_progress, allow_long=args.allow_long)
         for p, a in zip(paths, audios):
             write_audio(p, a, pipe.sample_rate, fmt)
+            if args.spectrogram:
+                _write_picture(p, a, prompt=settings["prompt"], seed=settings["seed"])
         seconds = time.perf_counter() - t0
         _append_line(manifest, dict(settings, outputs=rel, model=args.model, model_hash=model_hash,
                                     sample_rate=pipe.sample_rate, dtype=args.dtype, device=args.device,
@@ -322,28 +355,87 @@ def cmd_edit(args) -> int:
     import torch
 
     from .audio import format_for, load_audio, write_audio
+    from .files import check_output_path
 
-    out = Path(args.output)
+    out = check_output_path(args.output, "audio")  # before any work: a bad output path fails in a second
     fmt = format_for(out, args.format)
-    _check_writable_folder(out.parent if str(out.parent) else Path("."))
+    _check_picture(args)
     waveform, info = load_audio(args.input)  # bad input fails before the model loads
+    if args.command == "inpaint":
+        from .edit import time_mask
+
+        time_mask(1, args.start, args.end, info.frames / info.sample_rate, 1)  # the range, against the file's own length
     if info.downmixed:
         print(f"note: {args.input} has {info.channels} channels; downmixed to mono", file=sys.stderr)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     pipe, _ = _load(args)
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative,
-              generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress)
+              generator=torch.Generator().manual_seed(seed), sampler=args.sampler, progress=not args.no_progress,
+              compat=args.compat)
     t0 = time.perf_counter()
     if args.command == "transfer":
         res = pipe.transfer(waveform, args.prompt, args.strength, **kw)
     elif args.command == "inpaint":
-        res = pipe.inpaint(waveform, args.prompt, args.start, args.end, **kw)
+        res = pipe.inpaint(args.input, args.prompt, args.start, args.end, **kw)
     else:
         res = pipe.super_resolve(waveform, args.prompt, args.cutoff, **kw)
     write_audio(out, res.audios[0], pipe.sample_rate, fmt)
     print(f"wrote {out} ({res.audios.shape[1] / pipe.sample_rate:.2f} s); seed {seed}; "
           f"{args.command} took {time.perf_counter() - t0:.1f} s")
+    if args.spectrogram:
+        from .plot import write_comparison
+
+        region = (args.start, args.end) if args.command == "inpaint" else None
+        cutoff = None
+        if args.command == "superres":
+            from .edit import detect_cutoff
+
+            cutoff = args.cutoff if args.cutoff is not None else detect_cutoff(waveform)
+        png = write_comparison(out.with_suffix(".png"), waveform, res.audios[0], prompt=args.prompt, seed=seed,
+                               mode=args.command, region_s=region, cutoff_hz=cutoff)
+        print(f"wrote {png}")
     return 0
+
+
+def _check_picture(args) -> None:
+    """With --spectrogram, fail before any model work if matplotlib (the [ui] extra) is missing."""
+    if args.spectrogram:
+        from .plot import _figure_class
+
+        _figure_class()
+
+
+def _write_picture(path: Path, audio, *, prompt: str, seed: int) -> None:
+    from .plot import write_spectrogram
+
+    png = write_spectrogram(path.with_suffix(".png"), audio, prompt=prompt, seed=seed)
+    print(f"wrote {png}")
+
+
+def cmd_plot(args) -> int:
+    """``audioldm plot``: the log-mel spectrogram of an audio file as a PNG."""
+    from .audio import load_audio
+    from .plot import _figure_class, write_spectrogram
+
+    from .files import check_output_path
+
+    out = check_output_path(args.output or args.input.with_suffix(".png"), "picture")
+    _figure_class()
+    waveform, info = load_audio(args.input)
+    write_spectrogram(out, waveform, title=f"{args.input.name} ({info.duration:.2f} s, {info.sample_rate} Hz)")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """``audioldm serve``: the web app (see :mod:`audioldm_core.webapp`)."""
+    if args.share:
+        raise InputError("--share is not supported: public share links go through a third-party relay on the "
+                         "internet; use --host to bind a local network address instead")
+    from .webapp import serve
+
+    return serve(model=args.model, host=args.host, port=args.port, concurrency=args.concurrency,
+                 device=args.device, dtype=args.dtype, threads=args.threads)
 
 
 def cmd_samplers(args) -> int:
@@ -365,7 +457,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         return {"generate": cmd_generate, "samplers": cmd_samplers, "transfer": cmd_edit, "inpaint": cmd_edit,
-                "superres": cmd_edit}[args.command](args)
+                "superres": cmd_edit, "plot": cmd_plot, "serve": cmd_serve}[args.command](args)
     except AudioLDMError as e:
         print(f"audioldm: error: {e}", file=sys.stderr)
         return 2

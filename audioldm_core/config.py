@@ -21,10 +21,6 @@ from typing import Any, Optional
 
 from .errors import ConfigError
 
-FORMAT_SAMPLE_RATE = 16000
-MEL_BINS = 64
-HOP_LENGTH = 160  # 10 ms of 16 kHz audio per mel frame; diffusers' AudioLDMPipeline assumes it too
-
 
 @dataclass(frozen=True)
 class ClapTextConfig:
@@ -143,10 +139,6 @@ class AudioLDMConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"model config is not valid JSON: {e}") from None
         return cls.from_dict(data)
-
-
-COMPONENT_CONFIGS = {"clap": ClapTextConfig, "unet": UNetConfig, "vae": VAEConfig,
-                     "vocoder": HiFiGANConfig}
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

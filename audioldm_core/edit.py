@@ -8,11 +8,23 @@ prompt; none needs retraining. They work with every sampler (DDIM is the paper's
   same noise.
 - inpaint: denoise from noise, and after every step put back the known region noised to the next
   step's level with one fixed noise draw; after the last step the known latents are exactly the
-  encoded ones, so the kept region is the VAE round trip of the input.
+  input's encoded latents.
 - super_resolve: the same with a mask over frequency: mel bands above the cutoff are regenerated.
 
 ``compat="original"`` runs the original AudioLDM code's edit algorithms instead
-(:mod:`audioldm_core.compat`).
+(:mod:`audioldm_core.compat`, DDIM only): DDIM with eta 1.0 on the original's own timesteps; transfer
+clips the encoded input (to [-10, 10] if any value exceeds 100), noises it to DDIM index
+t_enc = int(strength * steps) and runs the t_enc steps below that index (strengths where t_enc
+falls past the schedule, e.g. 1, are refused; 0 returns the input noised to the first timestep);
+inpaint and super_resolve blend the known region *before* each step with the input noised to that
+step by fresh noise, and keep whatever the last step gives. Its conditioning also takes the
+original's 10% swap to the empty prompt. Every Gaussian draw comes from ``noise(shape)`` (default:
+``generator``) in the original's order. Encoding stays ours (posterior mean unless
+``sample_posterior``; the original samples the posterior), as does the output length.
+
+Ours is the default because its known latents end exactly at the input's encoded latents (no
+residual noise from the last step), a seed fixes the result, strength 0 and 1 mean "the VAE round
+trip" and "text-to-audio from the same noise", and it works with every sampler.
 """
 
 from __future__ import annotations
@@ -26,12 +38,15 @@ import torch
 
 from . import checks
 from .audio import HOP, SAMPLE_RATE, mel_filterbank, mel_for_vae
+from .compat import (compat_mode, original_clip, original_conditioning, original_ddim_plan, original_edit_sampler,
+                     original_stochastic_encode, original_transfer_start, sample_original_ddim)
 from .errors import InputError
 from .loop import AudioOutput, DenoiseStep, checked, drive, output
-from .noise import first_generator
+from .noise import first_generator, randn_tensor
 from .samplers import get_sampler
 
 AudioLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+NoiseFn = Callable[[tuple], torch.Tensor]
 
 
 @torch.no_grad()
@@ -51,44 +66,82 @@ def encode_audio(pipe, audio: AudioLike, *, sample_posterior: bool = False,
 
 
 def _checked(pipe, prompt, strength, *, num_inference_steps, guidance_scale, callback, callback_steps, sampler,
-             output_type) -> dict[str, Any]:
-    """Every edit argument checked before any audio is read or encoded."""
+             output_type, compat, noise) -> dict[str, Any]:
+    """Every edit argument checked before any audio is read or encoded; ``strength`` None for the
+    masked edits (sampled from noise)."""
     if not isinstance(prompt, str):
         raise InputError(f"editing takes one prompt (a string), got {type(prompt).__name__}")
-    plan = get_sampler(sampler)
+    mode, schedule = compat_mode(compat), pipe.config.schedule
     steps = checks.positive_int(num_inference_steps, "num_inference_steps")
-    return dict(plan=plan, name=sampler, steps=steps, start=plan.start(pipe.config.schedule, steps, strength),
-                guidance=checks.guidance(guidance_scale), every=checks.callback(callback, callback_steps),
-                output_type=checks.output_type(output_type))
+    args = dict(mode=mode, name=sampler, steps=steps, guidance=checks.guidance(guidance_scale),
+                every=checks.callback(callback, callback_steps), output_type=checks.output_type(output_type))
+    if mode == "original":
+        original_edit_sampler(sampler)
+        original_ddim_plan(schedule, steps)  # refuses step counts the original cannot run
+        if noise is not None and not callable(noise):
+            raise InputError("noise must be callable as noise(shape) -> unit normal tensor")
+        args["t_enc"] = None if strength is None else original_transfer_start(schedule, steps, strength)
+    else:
+        if noise is not None:
+            raise InputError("noise= is used only with compat='original' (ours draws from generator)")
+        plan = get_sampler(sampler)
+        args.update(plan=plan, start=plan.start(schedule, steps, 1.0 if strength is None else strength))
+    return args
+
+
+def _ours(pipe, eps_fn, x0: torch.Tensor, args: dict[str, Any], keep: Optional[torch.Tensor], generator):
+    """Our loop: (stream of (t, x) or None, model calls, latents if nothing runs)."""
+    plan, steps, start, schedule = args["plan"], args["steps"], args["start"], pipe.config.schedule
+    total = plan.num_calls(schedule, steps)
+    noise = pipe.prepare_latents(1, x0.shape[2] * pipe.vae_scale_factor, generator)
+    if start >= total:  # strength 0 keeps the round trip: nothing to denoise
+        return None, 0, x0
+    x = noise if start == 0 else plan.noise_to_start(schedule, steps, x0, noise, start)
+    blend = None
+    if keep is not None:
+        def blend(i: int, t: Any, x: torch.Tensor) -> torch.Tensor:
+            known = x0 if i + 1 >= total else plan.noise_to_start(schedule, steps, x0, noise, i + 1)
+            return keep * known + (1 - keep) * x
+
+    stream = plan(eps_fn, x, schedule, steps, generator=first_generator(generator), start=start, blend=blend)
+    return stream, total - start, x
+
+
+def _original(pipe, eps_fn, x0: torch.Tensor, args: dict[str, Any], keep: Optional[torch.Tensor], noise: NoiseFn):
+    """The original's loop (:mod:`audioldm_core.compat`): (stream, model calls, starting latents)."""
+    schedule, steps, t_enc = pipe.config.schedule, args["steps"], args["t_enc"]
+    if keep is None:  # style transfer (pipeline.py style_transfer)
+        x = original_stochastic_encode(schedule, steps, original_clip(x0), noise(tuple(x0.shape)), t_enc)
+        return sample_original_ddim(eps_fn, x, schedule, steps, noise=noise, steps=t_enc), t_enc, x
+    x = noise(tuple(x0.shape)).to(x0)  # masked (ldm.py generate_sample_masked)
+    calls = len(original_ddim_plan(schedule, steps)[0])
+    return sample_original_ddim(eps_fn, x, schedule, steps, noise=noise, x0=x0, keep=keep), calls, x
 
 
 @torch.no_grad()
 def _run(pipe, x0: torch.Tensor, n_samples: int, prompt: str, args: dict[str, Any], *, keep: Optional[torch.Tensor],
-         negative_prompt, generator, callback, progress) -> AudioOutput:
-    """The shared loop: from ``args["start"]``; ``keep`` (1 = keep the input's latents) or None."""
-    plan, steps, start, schedule = args["plan"], args["steps"], args["start"], pipe.config.schedule
+         negative_prompt, generator, callback, progress, noise: Optional[NoiseFn] = None) -> AudioOutput:
+    """The shared loop: ``keep`` (1 = keep the input's latents) or None (transfer)."""
     cond, uncond = pipe.encode_prompt(prompt, negative_prompt=negative_prompt, guidance_scale=args["guidance"])
+    if args["mode"] == "original":  # its conditioner's 10% swap, drawn before any noise as the original does
+        cond = original_conditioning(cond, first_generator(generator), lambda: pipe.prompt_encoder([""]))
     pipe.text_encoder_idle()
-    total = plan.num_calls(schedule, steps)
-    noise = pipe.prepare_latents(1, x0.shape[2] * pipe.vae_scale_factor, generator)
-    x = x0
-    if start < total:  # strength 0 keeps the round trip: nothing to denoise
-        x = noise if start == 0 else plan.noise_to_start(schedule, steps, x0, noise, start)
-        blend = None
-        if keep is not None:
-            keep = keep.to(device=x0.device, dtype=x0.dtype)
-
-            def blend(i: int, t: Any, x: torch.Tensor) -> torch.Tensor:
-                known = x0 if i + 1 >= total else plan.noise_to_start(schedule, steps, x0, noise, i + 1)
-                return keep * known + (1 - keep) * x
-
-        stream = plan(pipe.guided_eps(cond, uncond, args["guidance"]), x, schedule, steps,
-                      generator=first_generator(generator), start=start, blend=blend)
+    eps_fn = pipe.guided_eps(cond, uncond, args["guidance"])
+    if keep is not None:
+        keep = keep.to(device=x0.device, dtype=x0.dtype)
+    if args["mode"] == "original":
+        if noise is None:
+            def noise(shape: tuple) -> torch.Tensor:
+                return randn_tensor(shape, first_generator(generator), pipe.device, pipe.dtype)
+        stream, calls, x = _original(pipe, eps_fn, x0, args, keep, noise)
+    else:
+        stream, calls, x = _ours(pipe, eps_fn, x0, args, keep, generator)
+    if calls:
+        calls_per_step = 1 if args["mode"] == "original" else args["plan"].calls_per_step
         stream = checked(stream, f"edit step {{i}} of the {args['name']} sampler")
-        last = drive((DenoiseStep(i, total - start, t, x, n_samples) for i, (t, x) in enumerate(stream)),
-                     calls_per_step=plan.calls_per_step, total_steps=math.ceil((total - start) / plan.calls_per_step),
-                     desc="edit", callback=callback, callback_steps=args["every"], progress=progress)
-        x = last.latents
+        x = drive((DenoiseStep(i, calls, t, x, n_samples) for i, (t, x) in enumerate(stream)),
+                  calls_per_step=calls_per_step, total_steps=math.ceil(calls / calls_per_step), desc="edit",
+                  callback=callback, callback_steps=args["every"], progress=progress).latents
     return output(pipe.decode(x, n_samples), args["output_type"], pipe.sample_rate)
 
 
@@ -96,13 +149,18 @@ def transfer(pipe, audio: AudioLike, prompt: str, strength: float = 0.5, *, num_
              guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
              generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
              callback_steps: int = 1, sampler: str = "ddim", sample_posterior: bool = False,
-             output_type: str = "np", progress: bool = True) -> AudioOutput:
-    """Text-guided style transfer: (1, samples) audio of the input's length."""
+             output_type: str = "np", progress: bool = True, compat: str = "diffusers",
+             noise: Optional[NoiseFn] = None) -> AudioOutput:
+    """Text-guided style transfer: (1, samples) audio of the input's length.
+
+    compat: "diffusers" (ours, default) or "original" (see the module docstring); noise(shape) ->
+    unit normal tensor: with compat="original" only, the source of every Gaussian draw of the loop."""
     args = _checked(pipe, prompt, strength, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type)
+                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
+                    compat=compat, noise=noise)
     x0, n = encode_audio(pipe, audio, sample_posterior=sample_posterior, generator=generator)
     return _run(pipe, x0, n, prompt, args, keep=None, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, progress=progress)
+                callback=callback, progress=progress, noise=noise)
 
 
 def time_mask(latent_frames: int, start_s: float, end_s: float, duration_s: float, factor: int) -> torch.Tensor:
@@ -126,16 +184,18 @@ def inpaint(pipe, audio: AudioLike, prompt: str, start_s: float, end_s: float, *
             guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
             generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
             callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np",
-            progress: bool = True) -> AudioOutput:
-    """Regenerate [start_s, end_s) from the prompt and keep the rest: (1, samples) of the input's length."""
-    args = _checked(pipe, prompt, 1.0, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type)
+            progress: bool = True, compat: str = "diffusers", noise: Optional[NoiseFn] = None) -> AudioOutput:
+    """Regenerate [start_s, end_s) from the prompt and keep the rest: (1, samples) of the input's length.
+    compat, noise: as in :func:`transfer`."""
+    args = _checked(pipe, prompt, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
+                    compat=compat, noise=noise)
     w, duration = checks.waveform(audio)
     time_mask(1, start_s, end_s, duration, pipe.vae_scale_factor)  # the range is checked before encoding
     x0, n = encode_audio(pipe, w)
     mask = time_mask(x0.shape[2], start_s, end_s, duration, pipe.vae_scale_factor)
     return _run(pipe, x0, n, prompt, args, keep=mask, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, progress=progress)
+                callback=callback, progress=progress, noise=noise)
 
 
 def detect_cutoff(waveform: np.ndarray, floor_db: float = -60.0) -> float:
@@ -166,10 +226,12 @@ def super_resolve(pipe, audio: AudioLike, prompt: str = "", cutoff_hz: Optional[
                   num_inference_steps: int = 10, guidance_scale: float = 2.5, negative_prompt: Optional[str] = None,
                   generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
                   callback_steps: int = 1, sampler: str = "ddim", output_type: str = "np",
-                  progress: bool = True) -> AudioOutput:
-    """Regenerate the mel bands above ``cutoff_hz`` (detected from the input when None), keep the rest."""
-    args = _checked(pipe, prompt, 1.0, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type)
+                  progress: bool = True, compat: str = "diffusers", noise: Optional[NoiseFn] = None) -> AudioOutput:
+    """Regenerate the mel bands above ``cutoff_hz`` (detected from the input when None), keep the rest.
+    compat, noise: as in :func:`transfer`."""
+    args = _checked(pipe, prompt, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    callback=callback, callback_steps=callback_steps, sampler=sampler, output_type=output_type,
+                    compat=compat, noise=noise)
     if cutoff_hz is not None:
         freq_mask(1, cutoff_hz, 1)  # checked before the audio is read
     w, _ = checks.waveform(audio)
@@ -179,7 +241,7 @@ def super_resolve(pipe, audio: AudioLike, prompt: str = "", cutoff_hz: Optional[
     x0, n = encode_audio(pipe, w)
     mask = freq_mask(x0.shape[3], cutoff, pipe.vae_scale_factor)
     return _run(pipe, x0, n, prompt, args, keep=mask, negative_prompt=negative_prompt, generator=generator,
-                callback=callback, progress=progress)
+                callback=callback, progress=progress, noise=noise)
 
 
 __all__ = ["transfer", "inpaint", "super_resolve", "encode_audio", "time_mask", "freq_mask", "detect_cutoff"]

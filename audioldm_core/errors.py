@@ -40,6 +40,10 @@ class NumericalError(AudioLDMError, FloatingPointError):
     names the step and the component."""
 
 
+class MissingExtraError(AudioLDMError, ImportError):
+    """An optional extra (``[ui]``, ...) that a feature needs is not installed; the message names it."""
+
+
 def name_list(names: Iterable[str], limit: int = 10) -> str:
     """Format names for an error message: sorted, at most ``limit`` shown, then ``(+N more)``."""
     names = sorted(names)

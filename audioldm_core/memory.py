@@ -1,17 +1,20 @@
 """Giving a component's weight pages back to the OS between uses, without changing any value.
 
-Weights loaded from our checkpoint are views into one copy-on-write mapping of the file
+Weights loaded from our checkpoint are views into a copy-on-write mapping of the file
 (:mod:`audioldm_core.checkpoint`): a page becomes resident when first read and stays resident, and
-counted in the process's RSS, for as long as the pipeline lives. The text encoder is used for ~50 ms
-at the start of a generation and then idles through the denoising loop, the VAE and the vocoder,
-where the peak RSS is reached. :func:`release_clean_pages` drops such pages from the process: the
-next read maps them again from the page cache (or the file). Only pages whose contents live on
-elsewhere are dropped: file-backed or shared pages, as ``/proc/self/pagemap`` reports them. A page
-the process wrote to (an in-place edit of a weight makes a private copy) and ordinary heap memory are
-never touched, so values cannot change.
+counted in the process's RSS, for as long as the pipeline lives. The text encoder runs once at the
+start of a generation and then idles through the denoising loop, the VAE and the vocoder, where the
+peak RSS is reached. :func:`release_clean_pages` drops such pages from the process: the next read
+maps them again from the page cache (or the file). Only pages whose contents live on elsewhere are
+dropped: file-backed or shared pages, as ``/proc/self/pagemap`` reports them. A page the process
+wrote to (an in-place edit of a weight makes a private copy) and ordinary heap memory are never
+touched, so values cannot change.
 
-Linux only (``madvise(MADV_DONTNEED)`` and ``/proc/self/pagemap``); elsewhere, and for weights not on
-the CPU, it releases nothing and says so by returning 0.
+One call site: ``AudioLDM.text_encoder_idle``, switched by ``AudioLDM.release_text_encoder``
+(default on; the gain is recorded in ``benchmarks/RESULTS.md``).
+
+Linux only (``madvise(MADV_DONTNEED)`` and ``/proc/self/pagemap``). On any other platform, and for
+weights not on the CPU, :func:`release_clean_pages` is a no-op that returns 0.
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ def release_clean_pages(weights: Union[nn.Module, Iterable[torch.Tensor]]) -> in
 
     A page qualifies when it is present and file-backed or shared (``/proc/self/pagemap`` bit 61):
     the mapped, never-written weights of a checkpoint. Written (copied-on-write) pages and heap
-    memory are skipped, so no value ever changes; reading a released weight costs a page-cache
-    fault (about 0.1-0.2 ms per MiB here). A page may be shared with a neighbouring tensor of
-    another component: it comes back on that tensor's next read the same way.
+    memory are skipped, so no value ever changes; reading a released weight again costs page-cache
+    faults. A page may be shared with a neighbouring tensor of another component: it comes back on
+    that tensor's next read the same way.
     """
     if not sys.platform.startswith("linux"):
         return 0

@@ -1,21 +1,32 @@
-"""Translate a cvssp-layout folder's ``config.json`` files (diffusers/transformers names) into ours.
+"""Read a cvssp-layout AudioLDM (a local folder or a Hugging Face Hub repo): configs, tokenizer, weights.
 
 A cvssp folder (the layout of the ``cvssp/audioldm*`` Hugging Face repos) holds ``model_index.json``
 and the subfolders ``scheduler/``, ``text_encoder/``, ``tokenizer/``, ``unet/``, ``vae/`` and
 ``vocoder/``. Every field that changes the computation is either translated or checked against the
 values we support; a value we do not support raises :class:`ConfigError` naming the field, the
-value and what is accepted. Keys starting with ``_`` are metadata and ignored.
+value and what is accepted. Keys starting with ``_`` are metadata and ignored. The weight files
+(``.safetensors``, or ``.bin`` read with ``torch.load(weights_only=True)``) are renamed to ours by the
+strict remapper with the cvssp key tables (:mod:`convert.tables`). A Hub repo id is downloaded (and
+cached) by huggingface_hub. :func:`convert_cvssp` does it all and returns a
+:class:`~convert.converted.Converted`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
+import torch
+
+from audioldm_core.checkpoint import COMPONENTS, expected_shapes, safetensors_header
 from audioldm_core.config import (AudioLDMConfig, ClapTextConfig, HiFiGANConfig, ScheduleConfig,
                                   UNetConfig, VAEConfig)
-from audioldm_core.errors import ConfigError, SourceNotFoundError
+from audioldm_core.errors import CheckpointError, ConfigError, InputError, SourceNotFoundError
+from convert.converted import Converted, sha256_file
+from convert.remap import remap
+from convert.tables import cvssp_table
 
 COMPONENT_DIRS = {"clap": "text_encoder", "unet": "unet", "vae": "vae", "vocoder": "vocoder"}
 
@@ -350,3 +361,205 @@ def read_folder_config(folder: Path, name: str = "") -> AudioLDMConfig:
                           f"text_encoder has max_position_embeddings={clap.max_positions}")
     return AudioLDMConfig(name=name or folder.name, clap=clap, unet=unet, vae=vae, vocoder=vocoder,
                           schedule=schedule, model_max_length=max_len)
+
+
+# --- Weights, tokenizer, Hub download ---------------------------------------------------------------
+
+# Weight file names per component folder, in order of preference.
+_STEMS = {"clap": ("model", "pytorch_model"), "vocoder": ("model", "pytorch_model"),
+          "unet": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
+          "vae": ("diffusion_pytorch_model", "diffusion_pytorch_model")}
+VARIANTS = (None, "fp16")
+HUB_PATTERNS = ["model_index.json", "*/config.json", "scheduler/*.json", "tokenizer/*"]
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def weight_file_names(component: str, variant: Optional[str] = None) -> list[str]:
+    """The file names a cvssp component folder may hold, preferred first (safetensors, then .bin)."""
+    if variant not in VARIANTS:
+        raise InputError(f"unknown variant {variant!r}; supported: fp16 (or none)")
+    st, binary = _STEMS[component]
+    mid = f".{variant}" if variant else ""
+    return [f"{st}{mid}.safetensors", f"{binary}{mid}.bin"]
+
+
+def find_weight_file(folder: Path, component: str, variant: Optional[str] = None) -> Path:
+    """The weight file of one component in a cvssp folder; raises naming what was looked for."""
+    return first_weight_file(Path(folder) / COMPONENT_DIRS[component], weight_file_names(component, variant),
+                             f"no weight file for {component}")
+
+
+def first_weight_file(sub: Path, names: list[str], what: str) -> Path:
+    """The first of ``names`` present in the component folder ``sub``; otherwise
+    :class:`SourceNotFoundError` saying ``what``, what was looked for and what is there."""
+    if not sub.is_dir():
+        raise SourceNotFoundError(f"component folder {sub} is missing")
+    for n in names:
+        if (sub / n).is_file():
+            return sub / n
+    present = sorted(p.name for p in sub.iterdir())
+    raise SourceNotFoundError(f"{what} in {sub}: looked for {', '.join(names)}; "
+                              f"found {', '.join(present) or 'nothing'}")
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` or ``.bin`` file.
+
+    ``.bin`` files are read only with ``torch.load(weights_only=True)``: a pickle that tries to
+    build anything but tensors and plain containers is refused.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        safetensors_header(path)
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # SafetensorError, OSError, ...: a damaged or truncated file
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+    if path.suffix == ".bin":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # UnpicklingError (refused or damaged), RuntimeError (bad zip), ...
+            raise CheckpointError(f"{path} could not be loaded as a weights-only PyTorch file "
+                                  f"(torch.load weights_only=True refuses anything but tensors): "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in state.items()):
+            raise CheckpointError(f"{path} does not hold a flat dict of tensors")
+        return state
+    raise CheckpointError(f"{path}: unsupported weight file type {path.suffix!r}; expected .safetensors or .bin")
+
+
+def convert_component(folder: Path, component: str, config: AudioLDMConfig,
+                      variant: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """Read one component's weights from a cvssp folder and return them under our names (strict)."""
+    path = find_weight_file(folder, component, variant)
+    return remap(read_weights(path), cvssp_table(component), expected_shapes(component, config),
+                 f"{component} ({path})")
+
+
+def read_tokenizer(folder: Path) -> dict[str, Any]:
+    """The RoBERTa BPE vocabulary of a cvssp ``tokenizer/`` folder: ``{"vocab", "merges"}``.
+
+    Reads ``vocab.json`` + ``merges.txt``, or ``tokenizer.json`` when those are absent.
+    """
+    sub = Path(folder) / "tokenizer"
+    vocab_path, merges_path, tj = sub / "vocab.json", sub / "merges.txt", sub / "tokenizer.json"
+    if vocab_path.is_file() and merges_path.is_file():
+        vocab = read_json(vocab_path)
+        lines = merges_path.read_text(encoding="utf-8").splitlines()
+        merges = [ln for ln in lines if ln and not ln.startswith("#version")]
+    elif tj.is_file():
+        model = read_json(tj).get("model", {})
+        if model.get("type") != "BPE":
+            raise CheckpointError(f"{tj}: tokenizer model type {model.get('type')!r} is not BPE")
+        vocab = model.get("vocab", {})
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    else:
+        raise SourceNotFoundError(f"no tokenizer files in {sub}: need vocab.json + merges.txt, or tokenizer.json")
+    if not vocab or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
+        raise CheckpointError(f"{sub}: vocabulary must map tokens to integer ids")
+    bad = [m for m in merges if len(m.split(" ")) != 2]
+    if bad:
+        raise CheckpointError(f"{sub}: {len(bad)} malformed merge line(s), e.g. {bad[0]!r}")
+    return {"vocab": vocab, "merges": merges}
+
+
+def resolve_source(source: str, revision: Optional[str] = None,
+                   variant: Optional[str] = None) -> tuple[Path, dict[str, Any]]:
+    """A local cvssp folder, or a Hub repo id downloaded with huggingface_hub (cached).
+
+    Returns the folder and a JSON-able description (``{"kind": "folder", "path"}`` or
+    ``{"kind": "hub", "repo_id", "revision"}``). Honours ``HF_HUB_OFFLINE``: offline and not
+    cached raises :class:`SourceNotFoundError` naming the variable and the cache folder.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SourceNotFoundError(f"{source} is a file, not a cvssp-layout folder (an original AudioLDM .ckpt "
+                                      f"is converted by convert_any / audioldm-convert)")
+        return path, {"kind": "folder", "path": str(path.resolve())}
+    if not REPO_ID.match(source):
+        raise SourceNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id "
+                                  f"(owner/name, e.g. cvssp/audioldm-s-full-v2)")
+    return download_repo(source, revision, variant)
+
+
+def download_repo(repo_id: str, revision: Optional[str] = None, variant: Optional[str] = None,
+                  patterns: Optional[list[str]] = None) -> tuple[Path, dict[str, Any]]:
+    """Fetch (or find in the local cache) the files of a cvssp repo on the Hugging Face Hub.
+
+    patterns: only these files (default: the configs, tokenizer and weight files a conversion reads).
+    """
+    import huggingface_hub
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    if patterns is None:
+        patterns = list(HUB_PATTERNS)
+        for comp, sub in COMPONENT_DIRS.items():
+            patterns += [f"{sub}/{n}" for n in weight_file_names(comp, None)]
+            if variant:
+                patterns += [f"{sub}/{n}" for n in weight_file_names(comp, variant)]
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+    except LocalEntryNotFoundError:
+        offline = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
+        raise SourceNotFoundError(
+            f"cannot get {repo_id}{'@' + revision if revision else ''}: {offline} and it is not in the "
+            f"local cache ({constants.HF_HUB_CACHE}). Download it once with network access, or pass a "
+            f"local cvssp-layout folder or a converted .safetensors file") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise SourceNotFoundError(f"cannot get {repo_id}: {type(e).__name__}: {e}") from None
+    except huggingface_hub.errors.HfHubHTTPError as e:
+        raise SourceNotFoundError(f"cannot get {repo_id}: {e}") from None
+    folder = Path(folder)
+    return folder, {"kind": "hub", "repo_id": repo_id, "revision": revision or "main",
+                    "commit": folder.name}
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def verify_hub_blob(path: Path, digest: str) -> None:
+    """Check a file from the huggingface_hub cache against the hash the Hub recorded for it.
+
+    The cache stores each large (LFS) file as ``blobs/<sha256>`` with the snapshot entry linking to
+    it, so the blob's name is the Hub's SHA-256 of the content; a mismatch means the cached file is
+    damaged or was replaced. Small non-LFS files are named by their git hash and are not checked.
+    """
+    blob = Path(path).resolve().name
+    if _SHA256.fullmatch(blob) and blob != digest:
+        raise CheckpointError(f"{path}: content SHA-256 {digest[:16]}... does not match the hash the Hub "
+                              f"recorded ({blob[:16]}...); the cached file is damaged: delete it and download again")
+
+
+def convert_cvssp(source: str, *, revision: Optional[str] = None, variant: Optional[str] = None,
+                   hash_files: bool = True, progress: Optional[Callable[[str], None]] = None) -> Converted:
+    """Convert a cvssp folder or Hub repo id in memory (nothing is written).
+
+    variant: ``"fp16"`` to read the ``*.fp16.*`` weight files.
+    hash_files: record each source weight file's SHA-256 in ``source["files"]``.
+    progress: called with each component's name as it starts.
+    """
+    if variant not in VARIANTS:
+        raise InputError(f"unknown variant {variant!r}; supported: fp16 (or none)")
+    folder, info = resolve_source(str(source), revision, variant)
+    config = read_folder_config(folder, name=info.get("repo_id", folder.name))
+    tokenizer = read_tokenizer(folder)
+    tensors, files = {}, {}
+    for comp in COMPONENTS:
+        if progress:
+            progress(comp)
+        path = find_weight_file(folder, comp, variant)
+        if hash_files or info["kind"] == "hub":
+            digest = sha256_file(path)
+            files[str(path.relative_to(folder))] = digest
+            if info["kind"] == "hub":
+                verify_hub_blob(path, digest)
+        tensors[comp] = convert_component(folder, comp, config, variant)
+    info = dict(info, variant=variant, files=files)
+    return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=info)

@@ -43,7 +43,8 @@ from audioldm_core.checkpoint import COMPONENTS, expected_shapes
 from audioldm_core.config import (AudioLDMConfig, ClapTextConfig, HiFiGANConfig, ScheduleConfig, UNetConfig,
                                   VAEConfig)
 from audioldm_core.errors import CheckpointError, InputError, SourceNotFoundError, name_list
-from convert.core import _REPO_ID, Converted, download_repo, read_tokenizer, sha256_file
+from convert.converted import Converted, sha256_file
+from convert.cvssp import REPO_ID, download_repo, read_tokenizer
 from convert.remap import KeyTable, remap
 from convert.tables import cvssp_table
 from convert.tables import original as tables
@@ -189,23 +190,6 @@ def split_components(state: dict[str, torch.Tensor], use_ema: Optional[bool]) ->
     return parts, extras, use_ema
 
 
-def rename(state: dict[str, torch.Tensor], table: KeyTable, what: str) -> dict[str, torch.Tensor]:
-    """Apply a table's prepare step, drop its unused keys and rename the rest (no shape check: the
-    cvssp step that follows checks every name and shape). Two keys landing on one name raise."""
-    if table.prepare is not None:
-        state = table.prepare(dict(state))
-    out: dict[str, torch.Tensor] = {}
-    origin: dict[str, str] = {}
-    for key, value in state.items():
-        if table.is_unused(key):
-            continue
-        name = table.target(key)
-        if name in out:
-            raise CheckpointError(f"{what}: {origin[name]} and {key} both map to {name}")
-        out[name], origin[name] = value, key
-    return out
-
-
 # --- configuration from shapes -----------------------------------------------------------------
 
 def _need(state: dict[str, torch.Tensor], key: str, what: str) -> torch.Tensor:
@@ -346,7 +330,7 @@ def read_tokenizer_dir(source: Any) -> dict[str, Any]:
     downloaded; cached; ``HF_HUB_OFFLINE`` honoured)."""
     folder = Path(str(source)).expanduser()
     if not folder.is_dir():
-        if folder.exists() or not _REPO_ID.match(str(source)):
+        if folder.exists() or not REPO_ID.match(str(source)):
             raise SourceNotFoundError(f"tokenizer {source}: neither a folder nor a Hub repo id (e.g. "
                                       f"cvssp/audioldm-s-full-v2)")
         folder, _ = download_repo(str(source), patterns=["tokenizer/*"])
@@ -382,7 +366,7 @@ def convert_state(state: dict[str, torch.Tensor], *, file_name: str = "", model_
     for comp in COMPONENTS:
         if progress:
             progress(comp)
-        named = rename(parts.pop(comp), stage1[comp], f"original {comp}")
+        named = remap(parts.pop(comp), stage1[comp], None, f"original {comp}")  # names only: cvssp's next
         if comp == "vocoder":  # the original never normalises its input: identity mean/scale
             like = next(iter(named.values()))
             named.setdefault("mean", torch.zeros(config.vocoder.model_in_dim, device=like.device))
@@ -408,7 +392,7 @@ def convert_original(ckpt_path: Any, *, model_name: Optional[str] = None, tokeni
         (8 heads, eps 1e-12). See the module docstring.
     use_ema: take the EMA UNet weights (``model_ema.*``); ``None`` = when present (as the original
         code samples inside ``ema_scope`` and the cvssp repos were converted).
-    Returns a :class:`~convert.core.Converted`; raises :class:`CheckpointError` on any unknown,
+    Returns a :class:`~convert.converted.Converted`; raises :class:`CheckpointError` on any unknown,
     missing or mis-shaped tensor.
     """
     if compat not in COMPAT:
@@ -421,9 +405,6 @@ def convert_original(ckpt_path: Any, *, model_name: Optional[str] = None, tokeni
     tokenizer = read_tokenizer_dir(tokenizer_dir)
     config, tensors, ema = convert_state(read_lightning_checkpoint(path), file_name=path.name,
                                          model_name=model_name, compat=compat, use_ema=use_ema, progress=progress)
-    stats = {comp: {"tensors": len(out), "params": sum(v.numel() for v in out.values()),
-                    "bytes": sum(v.numel() * v.element_size() for v in out.values())}
-             for comp, out in tensors.items()}
     source = {"kind": "original", "path": str(path.resolve()), "model_name": config.name, "compat": compat, "ema": ema,
               "files": {path.name: sha256_file(path)} if hash_files else {}}
-    return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=source, stats=stats)
+    return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=source)

@@ -29,15 +29,19 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from audioldm_core.checkpoint import COMPONENTS, expected_shapes
+from audioldm_core.checkpoint import COMPONENTS, expected_shapes, safetensors_header
 from audioldm_core.errors import CheckpointError, SourceNotFoundError, name_list
-from convert.core import Converted, first_weight_file, read_tokenizer, sha256_file
-from convert.cvssp import COMPONENT_DIRS, read_folder_config, read_json
+from convert.converted import Converted, sha256_file
+from convert.cvssp import (COMPONENT_DIRS, VARIANTS, first_weight_file, read_folder_config, read_json, read_tokenizer,
+                           weight_file_names)
 from convert.remap import remap
 from convert.tables import cvssp_table
 
 NAME_TABLE_KEY = "StructuredToParameterName@@"
 BIG_PARAM_KEY = "UnpackBigParamInfor@@"  # sic: Paddle's spelling
+# Weight files only ppdiffusers / PaddleNLP write (their text encoder may also be model.safetensors,
+# which is a cvssp name too, so that one does not decide anything).
+PADDLE_WEIGHT_NAMES = ("model_state.pdparams", "diffusion_paddle_model.safetensors")
 # Per component, in order of preference.
 WEIGHT_FILES = {"clap": ("model_state.pdparams", "model.safetensors"),
                 "vocoder": ("model_state.pdparams", "model.safetensors"),
@@ -125,7 +129,6 @@ def read_pdparams(path: Any) -> dict[str, torch.Tensor]:
 
 def read_paddle_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """A Paddle-saved ``.safetensors`` (same layout as .pdparams: Linear weights (in, out))."""
-    from audioldm_core.checkpoint import safetensors_header
     from safetensors import safe_open
 
     safetensors_header(path)
@@ -142,6 +145,15 @@ def to_torch_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Transpose every Linear weight (every 2-D ``*.weight`` but embedding tables) to torch's (out, in)."""
     return {k: (v.t().contiguous() if v.ndim == 2 and k.endswith(".weight") and not _NOT_LINEAR.fullmatch(k) else v)
             for k, v in state.items()}
+
+
+def is_paddle_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a ppdiffusers AudioLDM folder: some component folder holds a Paddle-only
+    weight file and the UNet folder holds no PyTorch weights (with both, the cvssp files are used)."""
+    folder = Path(folder)
+    paddle = any((folder / sub / n).is_file() for sub in COMPONENT_DIRS.values() for n in PADDLE_WEIGHT_NAMES)
+    torch_unet = any((folder / "unet" / n).is_file() for v in VARIANTS for n in weight_file_names("unet", v))
+    return paddle and not torch_unet
 
 
 def find_paddle_weights(folder: Path, component: str) -> Path:
@@ -206,17 +218,14 @@ def convert_paddle_folder(folder: Any, *, hash_files: bool = True,
     with tempfile.TemporaryDirectory() as tmp:
         config = read_folder_config(cvssp_view(folder, Path(tmp) / "view"), name=folder.name)
     tokenizer = read_tokenizer(folder)
-    tensors, stats, files = {}, {}, {}
+    tensors, files = {}, {}
     for comp in COMPONENTS:
         if progress:
             progress(comp)
         path = find_paddle_weights(folder, comp)
         if hash_files:
             files[str(path.relative_to(folder))] = sha256_file(path)
-        state = remap(read_paddle_weights(path), cvssp_table(comp), expected_shapes(comp, config),
-                      f"{comp} ({path})")
-        tensors[comp] = state
-        stats[comp] = {"tensors": len(state), "params": sum(v.numel() for v in state.values()),
-                       "bytes": sum(v.numel() * v.element_size() for v in state.values())}
+        tensors[comp] = remap(read_paddle_weights(path), cvssp_table(comp), expected_shapes(comp, config),
+                              f"{comp} ({path})")
     source = {"kind": "paddle", "path": str(folder.resolve()), "files": files}
-    return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=source, stats=stats)
+    return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=source)

@@ -53,14 +53,16 @@ class KeyTable:
         return key
 
 
-def remap(source: Mapping[str, torch.Tensor], table: KeyTable, expected: Mapping[str, torch.Size],
+def remap(source: Mapping[str, torch.Tensor], table: KeyTable, expected: Optional[Mapping[str, torch.Size]],
           component: str) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors to our names, strictly.
 
     source: the source checkpoint's tensors for one component (name -> tensor).
-    expected: our module's state-dict shapes (name -> shape), e.g. from a meta-device module.
-    Returns a dict with exactly the keys of ``expected``. Raises :class:`CheckpointError` listing
-    unexpected source keys, missing targets, targets filled twice, and shape mismatches.
+    expected: our module's state-dict shapes (name -> shape), e.g. from a meta-device module; None
+        for an intermediate step whose targets another table maps on (names only, no shape check).
+    Returns a dict with exactly the keys of ``expected`` (with None: every key not listed as unused,
+    renamed). Raises :class:`CheckpointError` listing unexpected source keys, missing targets,
+    targets filled twice, and shape mismatches.
     """
     tensors = dict(source)
     if table.prepare is not None:
@@ -72,18 +74,18 @@ def remap(source: Mapping[str, torch.Tensor], table: KeyTable, expected: Mapping
         if table.is_unused(key):
             continue
         name = table.target(key)
-        if name not in expected:
+        if expected is not None and name not in expected:
             unexpected.append(key if name == key else f"{key} (-> {name})")
             continue
         if name in out:
             twice.append(f"{name} (from {origin[name]} and {key})")
             continue
-        if tuple(value.shape) != tuple(expected[name]):
+        if expected is not None and tuple(value.shape) != tuple(expected[name]):
             shapes.append(f"{key}: {tuple(value.shape)} but {name} needs {tuple(expected[name])}")
             continue
         out[name] = value
         origin[name] = key
-    missing = set(expected) - set(out)
+    missing = set(expected) - set(out) if expected is not None else set()
     problems = key_problems({"unexpected key(s)": unexpected, "missing key(s)": missing,
                                "key(s) filled twice": twice, "shape mismatch(es)": shapes})
     if problems:

@@ -293,3 +293,11 @@ def test_mel_for_vae_pads_to_the_vae_factor():
     assert torch.equal(cut[0, 0, :96], mel[0, 0, :96])
     short, n_short = mel_for_vae(_signal("noise", 200))  # shorter than one STFT window: padded first
     assert short.shape == (1, 1, 4, 64) and n_short == 200
+
+
+def test_audio_output_extensions_are_the_written_formats():
+    """The output-path check (audioldm_core.files) accepts exactly the formats write_audio writes."""
+    from audioldm_core.audio import FORMATS
+    from audioldm_core.files import OUTPUT_KINDS
+
+    assert set(OUTPUT_KINDS["audio"][1]) == {f".{f}" for f in FORMATS}

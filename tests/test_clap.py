@@ -14,7 +14,7 @@ from audioldm_core.clap import PromptEncoder
 from audioldm_core.errors import InputError
 from audioldm_core.tokenizer import Tokenizer
 from conftest import rel_err
-from convert.core import convert_component
+from convert.cvssp import convert_component
 from convert.cvssp import read_folder_config
 
 TOL = 1e-5

@@ -159,3 +159,45 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (out.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+@pytest.mark.parametrize("command", ["generate", "batch", "transfer", "inpaint", "superres", "convert"])
+@pytest.mark.parametrize("bad", ["folder", "extension", "missing parent"])
+def test_bad_output_path_refused_before_any_work(tmp_path, capsys, command, bad):
+    """Every command that writes checks its output path first: exit 2, one line worded for the output
+    kind, nothing written. The model (or conversion source) does not exist, so reaching the loading
+    step would fail with a different message."""
+    import numpy as np
+
+    from convert.cli import main as convert_main
+
+    src = tmp_path / "in.wav"
+    sf.write(src, np.zeros(16000, dtype=np.float32), 16000)
+    out_dir = tmp_path / "outputs"
+    out_dir.mkdir()
+    kind = "checkpoint" if command == "convert" else "audio"
+    ext = ".safetensors" if command == "convert" else ".wav"
+    out = {"folder": out_dir, "extension": out_dir / "x.mp4",
+           "missing parent": tmp_path / "no-such-dir" / f"x{ext}"}[bad]
+    no_model = str(tmp_path / "no-such-model")
+    if command == "convert":
+        code = convert_main([str(tmp_path / "no-such-source"), str(out), "--quiet"])
+    elif command == "batch":
+        prompts = tmp_path / "prompts.jsonl"
+        target = {"folder": "sub", "extension": "x.mp4", "missing parent": "no-such-dir/x.wav"}[bad]
+        if bad == "folder":
+            (out_dir / "sub").mkdir()
+        prompts.write_text(json.dumps({"prompt": "a dog", "output": target}) + "\n")
+        code = main(["generate", "--prompts", str(prompts), "-o", str(out_dir), "--model", no_model])
+    else:
+        extra = {"generate": [], "transfer": [str(src)], "inpaint": [str(src)], "superres": [str(src)]}[command]
+        rest = {"inpaint": ["--start", "0.1", "--end", "0.5"]}.get(command, [])
+        prompt = ["--prompt", "a dog"] if command == "superres" else ["a dog"]
+        args = [command, *extra, *prompt, *rest] if command != "generate" else [command, "a dog"]
+        code = main([*args, "-o", str(out), "--model", no_model, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip().count("\n") == 0, err
+    want = {"folder": "is a folder", "extension": "must end in", "missing parent": "does not exist"}[bad]
+    assert f"{kind} output" in err and want in err, err
+    assert not any(p.is_file() for p in tmp_path.rglob("*") if p != src and p.name != "prompts.jsonl")

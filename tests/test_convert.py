@@ -18,7 +18,8 @@ from audioldm_core.checkpoint import COMPONENTS, load_component, read_info
 from audioldm_core.config import builtin_config
 from audioldm_core.errors import CheckpointError, ConfigError, SourceNotFoundError
 from convert.cli import main as convert_main
-from convert.core import convert_source, convert_to_file, read_tokenizer
+from convert.core import convert_source, convert_to_file
+from convert.cvssp import read_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -317,7 +317,7 @@ _PADDLE_ONLY = {"unet": {"data_format": "NCHW", "_ppdiffusers_version": "0.29.0"
 def paddle_copy_of(cvssp: Path, dest: Path, bf16: bool = False) -> Path:
     """A ppdiffusers-layout copy of a cvssp folder: model_state.pdparams per component (Linear
     weights transposed, bf16 as uint16 when asked) and the configs with Paddle's extra fields."""
-    from convert.core import find_weight_file, read_weights
+    from convert.cvssp import find_weight_file, read_weights
     from convert.paddle import _NOT_LINEAR
 
     shutil.copytree(cvssp, dest, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))

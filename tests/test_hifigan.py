@@ -10,7 +10,7 @@ import torch
 from audioldm_core.checkpoint import empty_component, load_state_strict
 from audioldm_core.errors import CheckpointError, InputError
 from conftest import rel_err
-from convert.core import convert_component
+from convert.cvssp import convert_component
 from convert.cvssp import read_folder_config
 from convert.remap import remap
 from convert.tables import cvssp_table

@@ -26,7 +26,7 @@ from audioldm_core import AudioLDM
 from audioldm_core.checkpoint import COMPONENTS, load_component, load_components, read_info, verify
 from audioldm_core.errors import AudioLDMError, CheckpointError
 from convert.cli import main as convert_main
-from convert.core import read_weights
+from convert.cvssp import read_weights
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ_EXAMPLES = int(os.environ.get("AUDIOLDM_FUZZ_EXAMPLES", "150"))

@@ -11,7 +11,7 @@ import torch
 from audioldm_core.checkpoint import empty_component, load_state_strict
 from audioldm_core.errors import InputError
 from conftest import rel_err
-from convert.core import convert_component
+from convert.cvssp import convert_component
 from convert.cvssp import read_folder_config
 from reference import FULL_SIZE
 

@@ -1,4 +1,5 @@
-"""Key table: cvssp unet weights -> audioldm_core names (filled in by the unet component work)."""
+"""Key table: cvssp UNet weights -> audioldm_core names. Our UNet is named like diffusers'
+``UNet2DConditionModel``, so no rename is left and no source key is unused."""
 
 from convert.remap import KeyTable
 
