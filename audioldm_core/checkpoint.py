@@ -2,7 +2,9 @@
 
 Layout of a file:
   tensors   ``clap.*``, ``unet.*``, ``vae.*``, ``vocoder.*``: each component's state dict under its
-            prefix, names exactly as our modules name them.
+            prefix, names exactly as our modules name them; optionally ``clap_audio.*``, the CLAP
+            audio tower of an original ``.ckpt`` (config in ``clap_audio_config``; read only when
+            used, by ``clap_file.py``).
   metadata  (all values are strings, as safetensors requires)
             ``format``            ``"audioldm-core"``
             ``format_version``    ``"1"``
@@ -50,6 +52,9 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "vocoder": ("audioldm_core.hifigan", "HiFiGAN"),
 }
 
+# Components a file may carry or not: the CLAP audio tower (audioldm_core/clap_file.py), which only
+# a conversion from an original .ckpt has; loaded on first use, never by load_components.
+OPTIONAL_COMPONENTS = ("clap_audio",)
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 PathLike = Union[str, os.PathLike]
@@ -125,10 +130,12 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], comp
 
 def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Tensor]],
                     config: AudioLDMConfig, tokenizer: Mapping[str, Any],
-                    source: Mapping[str, Any], *, dtype: Optional[torch.dtype] = None) -> Path:
+                    source: Mapping[str, Any], *, dtype: Optional[torch.dtype] = None,
+                    extra_metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Write one checkpoint file atomically.
 
-    tensors: component name -> our state dict for it (all four components).
+    tensors: component name -> our state dict for it (all four components, and optionally
+        :data:`OPTIONAL_COMPONENTS`, whose config goes in ``extra_metadata``: see ``clap_file.py``).
     tokenizer: ``{"vocab": {token: id}, "merges": [str]}``.
     source: JSON-able description of where the weights came from.
     dtype: cast floating tensors to this dtype (default: keep).
@@ -142,7 +149,8 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
         raise InputError(f"save_checkpoint needs all components; missing {sorted(missing)}")
     flat: dict[str, torch.Tensor] = {}
     for comp, state in tensors.items():
-        check_component(comp)
+        if comp not in OPTIONAL_COMPONENTS:
+            check_component(comp)
         for k, v in state.items():
             if dtype is not None and v.is_floating_point():
                 v = v.to(dtype)
@@ -155,6 +163,7 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
         "tokenizer": json.dumps(dict(tokenizer), sort_keys=True, ensure_ascii=False),
         "source": json.dumps(dict(source), sort_keys=True),
         "converter_version": __version__,
+        **dict(extra_metadata or {}),
     }
     path = Path(path)
     atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
@@ -315,7 +324,7 @@ def _info_from(path: Path, meta: Mapping[str, str], keys: tuple[str, ...]) -> Ch
     source = _json_meta(meta, "source", path)
     if not isinstance(tokenizer, dict) or not isinstance(source, dict):
         raise CheckpointError(f"{path}: metadata entries 'tokenizer' and 'source' must be JSON objects")
-    stray = sorted(k for k in keys if k.split(".", 1)[0] not in COMPONENTS)
+    stray = sorted(k for k in keys if k.split(".", 1)[0] not in COMPONENTS and k.split(".", 1)[0] not in OPTIONAL_COMPONENTS)
     if stray:
         raise CheckpointError(f"{path}: {len(stray)} tensor(s) outside the known components "
                               f"{list(COMPONENTS)}: {name_list(stray)}")
@@ -429,4 +438,9 @@ def verify(path: PathLike) -> list[str]:
                             f"computed {str(got)[:12]}...): the tensor data changed after conversion")
         elif comp not in recorded:
             problems.append(f"{comp}: no recorded checksum")
+    for comp in OPTIONAL_COMPONENTS:  # present or not; when present, its checksum must hold
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            flat = {k: f.get_tensor(k) for k in f.keys() if k.startswith(comp + ".")}
+        if flat and recorded.get(comp) != component_checksums(flat).get(comp):
+            problems.append(f"{comp}: checksum mismatch or missing: the tensor data changed after conversion")
     return problems

@@ -1,6 +1,7 @@
 """The ``audioldm`` command line: ``generate`` (one prompt or a resumable batch), the edits
-``transfer``, ``inpaint`` and ``superres``, ``samplers``, ``plot`` (a spectrogram PNG of a file) and
-``serve`` (the local web app).
+``transfer``, ``inpaint`` and ``superres``, ``samplers``, ``plot`` (a spectrogram PNG of a file),
+``serve`` (the local web app), and the CLAP audio commands ``variation`` and ``score``
+(:mod:`audioldm_core.cli_clap`).
 
 Errors print one line (``audioldm: error: ...``) and exit with status 2; nothing partial is written.
 """
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="execution backend: torch (default) or onnxruntime (float32 CPU; graphs exported "
                              "once and cached, see README; needs pip install 'audioldm-core[onnx]')")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--clap", default=None,
+                        help="CLAP audio file (audioldm-convert laion/clap-htsat-unfused) for --candidates and score")
     common.add_argument("--spectrogram", action="store_true",
                         help="also write OUT.png beside each output: its log-mel spectrogram (edits: input and "
                              "output side by side, edited region marked); needs the [ui] extra")
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", type=Path, default=None,
                    help="file with one prompt per line, or JSONL objects {\"prompt\": ..., \"seed\": ..., "
                         "\"seconds\": ..., \"steps\": ..., \"guidance\": ..., \"negative\": ..., \"sampler\": ..., "
-                        "\"n\": ..., \"compat\": ...}; writes one file per prompt and manifest.jsonl, skipping "
+                        "\"n\": ..., \"compat\": ..., \"candidates\": ...}; writes one file per prompt and manifest.jsonl, skipping "
                         "existing outputs")
     g.add_argument("--seconds", type=_positive_float, default=5.12, help="audio length (default 5.12)")
     g.add_argument("-n", "--num-waveforms", type=_positive_int, default=1, dest="n",
@@ -116,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling behaviour: diffusers (default) or original (the original AudioLDM code: DDIM "
                         "eta 1.0, 10%% of prompts swapped for the empty prompt, latent clipping; see README "
                         "'Differences')")
+    g.add_argument("--candidates", type=_positive_int, default=1,
+                   help="generate this many per waveform and keep the one CLAP ranks best (needs a CLAP audio tower)")
     g.add_argument("--allow-long", action="store_true",
                    help="allow --seconds above 120 (memory grows with length; the error gives an estimate)")
     t = sub.add_parser("transfer", parents=[common], help="text-guided style transfer of an audio file")
@@ -157,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype (default float32)")
     s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     s.add_argument("--share", action="store_true", help=argparse.SUPPRESS)
+    from .cli_clap import add_commands
+
+    add_commands(sub, common)
     return p
 
 
@@ -185,7 +193,7 @@ def _load(args) -> Any:
     t0 = time.perf_counter()
     try:
         pipe = AudioLDM.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
-                                        compile=args.compile, backend=args.backend)
+                                        compile=args.compile, clap=args.clap, backend=args.backend)
     except SourceNotFoundError as e:
         raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
     return pipe, time.perf_counter() - t0
@@ -193,13 +201,13 @@ def _load(args) -> Any:
 
 def _generate_one(pipe, *, prompt: str, seed: int, seconds: float, steps: int, guidance: float,
                   negative: Optional[str], sampler: str, n: int, progress: bool, allow_long: bool = False,
-                  compat: str = "diffusers"):
+                  compat: str = "diffusers", candidates: int = 1):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = pipe(prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=guidance,
                negative_prompt=negative, num_waveforms_per_prompt=n, generator=gen, sampler=sampler,
-               progress=progress, allow_long=allow_long, compat=compat)
+               progress=progress, allow_long=allow_long, compat=compat, num_candidates=candidates)
     return out.audios
 
 
@@ -222,7 +230,8 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     audios = _generate_one(pipe, prompt=args.prompt, seed=seed, seconds=args.seconds, steps=args.steps,
                            guidance=args.guidance, negative=args.negative, sampler=args.sampler, n=args.n,
-                           progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat)
+                           progress=not args.no_progress, allow_long=args.allow_long, compat=args.compat,
+                           candidates=args.candidates)
     gen_s = time.perf_counter() - t0
     for path, audio in zip(_numbered(out, args.n), audios):
         write_audio(path, audio, pipe.sample_rate, fmt)
@@ -233,7 +242,8 @@ def cmd_generate(args) -> int:
     return 0
 
 
-_ITEM_KEYS = {"prompt", "seed", "seconds", "steps", "guidance", "negative", "sampler", "n", "compat", "output"}
+_ITEM_KEYS = {"prompt", "seed", "seconds", "steps", "guidance", "negative", "sampler", "n", "compat", "output",
+              "candidates"}
 
 
 def read_prompt_file(path: Path) -> list[dict[str, Any]]:
@@ -304,9 +314,10 @@ def _batch(args) -> int:
             "sampler": item.get("sampler", args.sampler),
             "n": int(item.get("n", args.n)),
             "compat": item.get("compat", args.compat),
+            "candidates": int(item.get("candidates", args.candidates)),
         }
-        if settings["seconds"] <= 0 or settings["steps"] < 1 or settings["n"] < 1:
-            raise InputError(f"{args.prompts}:{item['_line']}: seconds, steps and n must be positive")
+        if settings["seconds"] <= 0 or settings["steps"] < 1 or settings["n"] < 1 or settings["candidates"] < 1:
+            raise InputError(f"{args.prompts}:{item['_line']}: seconds, steps, n and candidates must be positive")
         if settings["compat"] not in COMPAT_MODES:
             raise InputError(f"{args.prompts}:{item['_line']}: \"compat\" must be one of {', '.join(COMPAT_MODES)}, "
                              f"got {settings['compat']!r}")
@@ -450,6 +461,8 @@ def cmd_samplers(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``audioldm`` command; returns the exit status."""
+    from .cli_clap import cmd_score, cmd_variation
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -457,7 +470,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         return {"generate": cmd_generate, "samplers": cmd_samplers, "transfer": cmd_edit, "inpaint": cmd_edit,
-                "superres": cmd_edit, "plot": cmd_plot, "serve": cmd_serve}[args.command](args)
+                "superres": cmd_edit, "plot": cmd_plot, "serve": cmd_serve,
+                "variation": lambda a: cmd_variation(a, _load), "score": lambda a: cmd_score(a, _load)}[args.command](args)
     except AudioLDMError as e:
         print(f"audioldm: error: {e}", file=sys.stderr)
         return 2

@@ -52,11 +52,13 @@ class AudioLDM:
         self.source = dict(source or {})
         self.prompt_encoder = PromptEncoder(tokenizer, clap)
         self.release_text_encoder = True
+        self._clap_audio, self._clap_audio_loader, self.clap_audio_source = None, None, None
 
     @classmethod
     def from_pretrained(cls, source: Union[str, os.PathLike] = DEFAULT_MODEL, *, device: Any = "cpu",
                         dtype: torch.dtype = torch.float32, revision: Optional[str] = None,
-                        variant: Optional[str] = None, compile: bool = False, backend: str = "torch",
+                        variant: Optional[str] = None, compile: bool = False,
+                        clap: Union[str, os.PathLike, None] = None, backend: str = "torch",
                         backend_options: Optional[dict] = None) -> "AudioLDM":
         """Load a model from any of:
 
@@ -69,6 +71,8 @@ class AudioLDM:
 
         dtype: see :func:`audioldm_core.layers.component_dtype` for what stays float32.
         compile: run :meth:`compile` on the result.
+        clap: a CLAP audio file (``audioldm-convert laion/clap-htsat-unfused``) to score and re-rank
+            with (:mod:`audioldm_core.rerank`); loaded on first use.
         backend: "torch" (default) or "onnxruntime": the components run as ONNX Runtime sessions of
             graphs exported from these modules and cached on disk (float32, CPU; extra ``[onnx]``);
             ``backend_options`` go to :func:`audioldm_core.onnx_backend.apply` (``cache_dir``, ``threads``).
@@ -78,6 +82,11 @@ class AudioLDM:
         onnx_backend.check_backend(backend, device=device, dtype=dtype, compile=compile)
         parts = load_parts(source, device=device, dtype=dtype, revision=revision, variant=variant)
         pipe = cls(parts.config, parts.tokenizer, source=parts.source, **parts.modules)
+        from .rerank import attach, attach_own
+
+        attach_own(pipe)
+        if clap is not None:
+            attach(pipe, clap)
         pipe._warn_slow_dtype()
         if backend == "onnxruntime":
             return onnx_backend.apply(pipe, **(backend_options or {}))
@@ -148,6 +157,33 @@ class AudioLDM:
                 batch: int = 1) -> tuple[float, int, int]:
         """(seconds, mel frames, waveform samples) for a requested length: see :func:`checks.length`."""
         return checks.length(self.config, audio_length_in_s, allow_long=allow_long, batch=batch)
+
+    # --- CLAP audio tower (optional; see rerank.py) ---------------------------------------------------
+
+    def set_clap_audio(self, loader: Optional[Callable[[], nn.Module]], source: Optional[str]) -> None:
+        """Give the pipeline a CLAP audio tower, built by ``loader()`` on first use (None: none).
+        source: "checkpoint" (the model's own, can drive variations) or "external"."""
+        self._clap_audio, self._clap_audio_loader = None, loader
+        self.clap_audio_source = source if loader is not None else None
+
+    @property
+    def clap_audio(self) -> Optional[nn.Module]:
+        """The CLAP audio tower (:class:`~audioldm_core.htsat.HTSAT`) or None; loaded on first use."""
+        if self._clap_audio is None and self._clap_audio_loader is not None:
+            self._clap_audio = self._clap_audio_loader()
+        return self._clap_audio
+
+    def clap_score(self, audios, prompts) -> list[float]:
+        """CLAP text-audio cosine similarity per audio; see :func:`audioldm_core.rerank.clap_score`."""
+        from . import rerank
+
+        return rerank.clap_score(self, audios, prompts)
+
+    def variation(self, audio, **kwargs):
+        """Generate from the CLAP audio embedding of ``audio``; see :func:`audioldm_core.rerank.variation`."""
+        from . import rerank
+
+        return rerank.variation(self, audio, **kwargs)
 
     # --- stages: prompt -> embeddings -> latents -> loop -> waveform ---------------------------------
 
@@ -274,7 +310,7 @@ class AudioLDM:
                  negative_prompt_embeds: Optional[torch.Tensor] = None,
                  callback: Optional[Callable[[int, Any, torch.Tensor], None]] = None, callback_steps: int = 1,
                  output_type: str = "np", sampler: str = "ddim", progress: bool = True,
-                 allow_long: bool = False, compat: str = "diffusers") -> AudioOutput:
+                 allow_long: bool = False, compat: str = "diffusers", num_candidates: int = 1) -> AudioOutput:
         """Generate audio from text (diffusers ``AudioLDMPipeline.__call__`` semantics).
 
         prompt: a string or list of strings (or give ``prompt_embeds`` (B, 512) instead).
@@ -295,8 +331,21 @@ class AudioLDM:
         compat: "diffusers" (default) or "original": the original AudioLDM code's sampling rules
             (:mod:`audioldm_core.compat`: DDIM eta 1.0, its 10% unconditional swap drawn from
             ``generator`` after the initial noise, and its latent clipping).
+        num_candidates: generate this many per waveform and keep the best by CLAP score (needs a
+            CLAP audio tower; :func:`audioldm_core.rerank.best_of`); returns
+            :class:`~audioldm_core.rerank.RankedAudioOutput`, which adds ``scores``.
         Returns :class:`AudioOutput` with ``audios`` float32 (B, samples) and ``sample_rate``.
         """
+        if num_candidates != 1:
+            from . import rerank
+
+            return rerank.best_of(self, num_candidates, prompt, num_waveforms_per_prompt, output_type,
+                                  audio_length_in_s=audio_length_in_s, num_inference_steps=num_inference_steps,
+                                  guidance_scale=guidance_scale, negative_prompt=negative_prompt, eta=eta,
+                                  generator=generator, latents=latents, prompt_embeds=prompt_embeds,
+                                  negative_prompt_embeds=negative_prompt_embeds, callback=callback,
+                                  callback_steps=callback_steps, sampler=sampler, progress=progress,
+                                  allow_long=allow_long, compat=compat)
         checks.output_type(output_type)
         every = checks.callback(callback, callback_steps)
         stream = self.denoise(prompt, audio_length_in_s=audio_length_in_s, num_inference_steps=num_inference_steps,

@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     orig.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
                       help="take the trained UNet weights instead of the EMA copy (model_ema.*, the default "
                            "when present, as the original samples and the cvssp repos were converted)")
+    orig.add_argument("--no-clap-audio", dest="clap_audio", action="store_const", const=False, default=None,
+                      help="drop the CLAP audio tower (kept by default as the optional component clap_audio: "
+                           "it drives variations, --candidates and score)")
+    p.add_argument("--clap", action="store_true",
+                   help="write a standalone CLAP audio file instead: SOURCE is a transformers ClapModel folder or "
+                        "Hub id (laion/clap-htsat-unfused) or an original .ckpt; attach it with --clap FILE / "
+                        "from_pretrained(clap=FILE) to score and re-rank (it cannot drive variations)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -90,6 +97,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1 if problems else 0
     if not args.source or not args.out:
         parser.error("give SOURCE and OUT (or --verify FILE)")
+    if args.clap:
+        from convert.clap_source import convert_clap_source
+
+        try:
+            out, cfg = convert_clap_source(args.source, args.out, revision=args.revision)
+        except AudioLDMError as e:
+            print(f"audioldm-convert: error: {e}", file=sys.stderr)
+            return 2
+        if not args.quiet:
+            print(f"wrote {out}: CLAP audio tower, HTS-AT embed {cfg.embed_dim}, depths {list(cfg.depths)}, "
+                  f"projection {cfg.projection_dim}")
+        return 0
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
@@ -105,7 +124,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = convert_to_file(args.source, args.out, revision=args.revision, variant=args.variant,
                                   dtype=args.dtype, progress=progress, tokenizer=args.tokenizer,
-                                  model_name=args.model_name, compat=args.compat, use_ema=args.use_ema)
+                                  model_name=args.model_name, compat=args.compat, use_ema=args.use_ema,
+                                  clap_audio=args.clap_audio)
     except AudioLDMError as e:
         if bar is not None:
             bar.close()

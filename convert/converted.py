@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,6 +32,7 @@ class Converted:
     tokenizer: dict[str, Any]
     tensors: dict[str, dict[str, torch.Tensor]]
     source: dict[str, Any]
+    extra_metadata: dict[str, str] = field(default_factory=dict)  # optional components' configs (clap_audio)
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:

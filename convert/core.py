@@ -32,7 +32,7 @@ ORIGINAL_SUFFIXES = (".ckpt",)
 SOURCE_KINDS = ("cvssp", "original", "paddle")
 # Options that apply only to an original .ckpt: keyword -> CLI flag.
 _ORIGINAL_OPTIONS = {"tokenizer": "--tokenizer", "model_name": "--model-name", "compat": "--compat",
-                     "use_ema": "--no-ema"}
+                     "use_ema": "--no-ema", "clap_audio": "--no-clap-audio"}
 
 
 def convert_source(source: str, *, revision: Optional[str] = None, variant: Optional[str] = None,
@@ -72,11 +72,11 @@ def source_kind(source: str) -> str:
 def convert_any(source: str, *, revision: Optional[str] = None, variant: Optional[str] = None,
                 tokenizer: Any = None, model_name: Optional[str] = None, compat: Optional[str] = None,
                 use_ema: Optional[bool] = None, hash_files: bool = True,
-                progress: Optional[Callable[[str], None]] = None) -> Converted:
+                progress: Optional[Callable[[str], None]] = None, clap_audio: Optional[bool] = None) -> Converted:
     """Convert any supported source in memory (see :func:`source_kind`).
 
     revision, variant: cvssp sources only (see :func:`convert_source`).
-    tokenizer, model_name, compat, use_ema: original ``.ckpt`` only (see
+    tokenizer, model_name, compat, use_ema, clap_audio: original ``.ckpt`` only (see
     :func:`convert.original.convert_original`; ``compat`` defaults to ``"original"``).
     An option given for a kind it does not apply to raises :class:`InputError`.
     """
@@ -88,8 +88,9 @@ def convert_any(source: str, *, revision: Optional[str] = None, variant: Optiona
                              f".ckpt ({source})")
         return convert_original(source, model_name=model_name, tokenizer_dir=tokenizer,
                                 compat=compat or "original", use_ema=use_ema, hash_files=hash_files,
-                                progress=progress)
-    given = {"tokenizer": tokenizer, "model_name": model_name, "compat": compat, "use_ema": use_ema}
+                                progress=progress, clap_audio=clap_audio is not False)
+    given = {"tokenizer": tokenizer, "model_name": model_name, "compat": compat, "use_ema": use_ema,
+             "clap_audio": clap_audio}
     wrong = [_ORIGINAL_OPTIONS[k] for k, v in given.items() if v is not None]
     if wrong:
         raise InputError(f"{', '.join(wrong)} apply only to an original .ckpt source; {source} is a "
@@ -113,7 +114,8 @@ def convert_to_file(source: str, out: os.PathLike, *, revision: Optional[str] = 
     out = check_output_path(out, "checkpoint")
     start = time.perf_counter()
     conv = convert_any(source, revision=revision, variant=variant, progress=progress, **options)
-    save_checkpoint(out, conv.tensors, conv.config, conv.tokenizer, conv.source, dtype=FLOAT_DTYPES[dtype])
+    save_checkpoint(out, conv.tensors, conv.config, conv.tokenizer, conv.source, dtype=FLOAT_DTYPES[dtype],
+                    extra_metadata=conv.extra_metadata)
     return {"out": str(out), "source": conv.source, "components": conv.stats, "dtype": dtype,
             "bytes": out.stat().st_size, "seconds": time.perf_counter() - start}
 

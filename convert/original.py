@@ -40,9 +40,11 @@ from typing import Any, Callable, Optional
 import torch
 
 from audioldm_core.checkpoint import COMPONENTS, expected_shapes
+from audioldm_core.clap_file import metadata_for
 from audioldm_core.config import (AudioLDMConfig, ClapTextConfig, HiFiGANConfig, ScheduleConfig, UNetConfig,
                                   VAEConfig)
 from audioldm_core.errors import CheckpointError, InputError, SourceNotFoundError, name_list
+from convert.clap_audio import from_original, original_audio_tensors
 from convert.converted import Converted, sha256_file
 from convert.cvssp import REPO_ID, download_repo, read_tokenizer
 from convert.remap import KeyTable, remap
@@ -378,7 +380,7 @@ def convert_state(state: dict[str, torch.Tensor], *, file_name: str = "", model_
 
 def convert_original(ckpt_path: Any, *, model_name: Optional[str] = None, tokenizer_dir: Any = None,
                      compat: str = "original", use_ema: Optional[bool] = None, hash_files: bool = True,
-                     progress: Optional[Callable[[str], None]] = None) -> Converted:
+                     progress: Optional[Callable[[str], None]] = None, clap_audio: bool = True) -> Converted:
     """Convert an original AudioLDM ``.ckpt`` in memory.
 
     model_name: one of ``s-full, s-full-v2, m-full, l-full, s-text-ft, m-text-ft`` (an ``audioldm-``
@@ -392,6 +394,8 @@ def convert_original(ckpt_path: Any, *, model_name: Optional[str] = None, tokeni
         (8 heads, eps 1e-12). See the module docstring.
     use_ema: take the EMA UNet weights (``model_ema.*``); ``None`` = when present (as the original
         code samples inside ``ema_scope`` and the cvssp repos were converted).
+    clap_audio: keep the CLAP audio tower (``cond_stage_model.model.audio_branch/audio_projection``)
+        as the optional component ``clap_audio`` (:mod:`convert.clap_audio`); False drops it.
     Returns a :class:`~convert.converted.Converted`; raises :class:`CheckpointError` on any unknown,
     missing or mis-shaped tensor.
     """
@@ -403,8 +407,14 @@ def convert_original(ckpt_path: Any, *, model_name: Optional[str] = None, tokeni
                          "roberta-base's vocab.json and merges.txt, e.g. the tokenizer/ folder of a cvssp/audioldm repo")
     path = Path(ckpt_path).expanduser()
     tokenizer = read_tokenizer_dir(tokenizer_dir)
-    config, tensors, ema = convert_state(read_lightning_checkpoint(path), file_name=path.name,
+    state = read_lightning_checkpoint(path)
+    config, tensors, ema = convert_state(state, file_name=path.name,
                                          model_name=model_name, compat=compat, use_ema=use_ema, progress=progress)
+    extra_metadata = {}
+    audio = original_audio_tensors(state) if clap_audio else {}
+    if audio:
+        audio_config, tensors["clap_audio"] = from_original(audio, f"clap_audio (original {path.name})")
+        extra_metadata = metadata_for(audio_config)
     source = {"kind": "original", "path": str(path.resolve()), "model_name": config.name, "compat": compat, "ema": ema,
               "files": {path.name: sha256_file(path)} if hash_files else {}}
-    return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=source)
+    return Converted(config=config, tokenizer=tokenizer, tensors=tensors, source=source, extra_metadata=extra_metadata)

@@ -4,10 +4,10 @@ The reference is the original code itself (the ``audioldm`` 0.1.1 package, insta
 dependencies into ``.venv/audioldm-original``): a real ``LatentDiffusion`` (openaimodel UNet with
 FiLM conditioning, LitEma, first-stage AutoencoderKL with its HiFi-GAN) with random weights, saved
 as the release did (a Lightning dict with ``state_dict``, EMA weights under ``model_ema.*``). Only
-its CLAP conditioner is a stand-in: the real one builds the HTSAT audio branch (torchaudio,
-torchlibrosa) and downloads roberta-base; the stand-in holds the same sub-modules under the same
-names (``model.text_branch`` = transformers ``RobertaModel``, ``model.text_projection`` =
-Linear-ReLU-Linear, plus audio-branch tensors the converter must drop) and the text path is
+its CLAP conditioner is a stand-in: the real one downloads roberta-base; the stand-in holds the same
+sub-modules under the same names (``model.text_branch`` = transformers ``RobertaModel``,
+``model.text_projection`` = Linear-ReLU-Linear, ``model.audio_branch`` = the original
+``HTSAT_Swin_Transformer`` at a small test size, ``model.audio_projection``) and the text path is
 ``open_clip/model.py CLAP.encode_text`` for roberta: pooler output -> text_projection -> normalise.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from audioldm_core.checkpoint import empty_component, load_state_strict
@@ -83,17 +84,6 @@ class _MLP(nn.Module):
         self.sequential = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(0.1), nn.Linear(d, d))
 
 
-class _AudioBranch(nn.Module):
-    """A few HTSAT-like tensors (incl. BatchNorm's int64 counter) the converter must drop."""
-
-    def __init__(self):
-        super().__init__()
-        self.bn0 = nn.BatchNorm2d(64)
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(1, 96, 4, 4)
-        self.head = nn.Linear(768, 527)
-
-
 class FakeClapConditioner(nn.Module):
     """Stand-in for clap/encoders.CLAPAudioEmbeddingClassifierFreev2 with the same state-dict names."""
 
@@ -109,9 +99,11 @@ class FakeClapConditioner(nn.Module):
                                                    layer_norm_eps=1e-5))
         m.text_transform = _MLP(512)
         m.text_projection = nn.Sequential(nn.Linear(hidden, 512), nn.ReLU(), nn.Linear(512, 512))
-        m.audio_branch = _AudioBranch()
+        from test_clap_audio import OriginalClapAudio  # the original HTS-AT at a test size (64-wide)
+
+        audio = OriginalClapAudio("test")
+        m.audio_branch, m.audio_projection = audio.audio_branch, audio.audio_projection
         m.audio_transform = _MLP(512)
-        m.audio_projection = nn.Sequential(nn.Linear(768, 512), nn.ReLU(), nn.Linear(512, 512))
         m.logit_scale_a = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         m.logit_scale_t = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.model = m
@@ -375,8 +367,39 @@ def test_converted_saves_and_loads(tiny, tmp_path):
     _, ckpt, tok = tiny
     conv = convert_original(ckpt, tokenizer_dir=tok)
     out = tmp_path / "ours.safetensors"
-    save_checkpoint(out, conv.tensors, conv.config, conv.tokenizer, conv.source)
+    save_checkpoint(out, conv.tensors, conv.config, conv.tokenizer, conv.source, extra_metadata=conv.extra_metadata)
     assert out.stat().st_size > 0
+
+
+def test_clap_audio_kept_and_dropped(tiny, tmp_path):
+    """The audio tower of the .ckpt becomes the optional ``clap_audio`` component: its embedding
+    equals the original audio branch + projection (get_audio_embedding) on the same mel;
+    ``clap_audio=False`` (CLI --no-clap-audio) drops it; verify() checks its checksum."""
+    from audioldm_core.checkpoint import verify
+    from audioldm_core.clap_file import has_clap_audio, load_clap_audio
+    from convert.core import convert_to_file
+
+    model, ckpt, tok = tiny
+    out = tmp_path / "with.safetensors"
+    convert_to_file(str(ckpt), out, tokenizer=str(tok))
+    assert has_clap_audio(out) and verify(out) == []
+    from audioldm_core.pipeline import AudioLDM
+
+    pipe = AudioLDM.from_pretrained(out)  # the file's own tower: attached, not read until used
+    assert pipe.clap_audio_source == "checkpoint" and pipe._clap_audio is None
+    ours = load_clap_audio(out)
+    clap = model.cond_stage_model.model
+    wave = torch.randn(1, 480000, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.no_grad():
+        want = F.normalize(clap.audio_projection(clap.audio_branch({"waveform": wave}, device="cpu")["embedding"]),
+                           dim=-1)
+        from audioldm_core.clap_frontend import log_mel_48k
+        got = ours(log_mel_48k(wave))
+    err = (got - want).abs().max().item()
+    assert err <= 1e-5, f"clap_audio from the .ckpt: max abs error {err:.3g} vs the original audio branch"
+    without = tmp_path / "without.safetensors"
+    convert_to_file(str(ckpt), without, tokenizer=str(tok), clap_audio=False)
+    assert not has_clap_audio(without) and verify(without) == []
 
 
 @pytest.mark.fullsize

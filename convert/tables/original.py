@@ -37,7 +37,8 @@ CLAP_PREFIX = "cond_stage_model.model."
 # Top-level keys of the LatentDiffusion state dict that belong to no component we keep: the DDPM
 # schedule buffers (ddpm.py register_schedule; derived from the schedule config, which
 # ``betas`` is checked against), the learnt-logvar parameter, the LitEma counters, the latent scale
-# (``scale_factor``, read into the VAE config), and the CLAP audio branch and training-only heads.
+# (``scale_factor``, read into the VAE config), the CLAP audio branch (taken separately as the optional
+# ``clap_audio`` component by convert/clap_audio.py, or dropped) and training-only heads.
 UNUSED_TOP = (
     r"(betas|alphas_cumprod|alphas_cumprod_prev|sqrt_alphas_cumprod|sqrt_one_minus_alphas_cumprod"
     r"|log_one_minus_alphas_cumprod|sqrt_recip_alphas_cumprod|sqrt_recipm1_alphas_cumprod"
