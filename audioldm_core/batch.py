@@ -69,7 +69,9 @@ class Defaults:
 @dataclass(frozen=True)
 class ModelSpec:
     """How each executor loads the model and makes items: everything a worker needs, as plain data.
-    ``spectrogram``: also write ``OUT.png`` (its log-mel picture, extra ``[ui]``) beside each output."""
+    ``spectrogram``: also write ``OUT.png`` (its log-mel picture, extra ``[ui]``) beside each output.
+    ``backend``: the execution backend (``AudioLDM.from_pretrained``); ``window_s``, ``overlap_s``,
+    ``loop``: the long-form options of every item (:mod:`audioldm_core.longform`)."""
 
     model: str
     device: str = "cpu"
@@ -78,6 +80,10 @@ class ModelSpec:
     allow_long: bool = False
     spectrogram: bool = False
     clap: Optional[str] = None
+    backend: str = "torch"
+    window_s: Any = "auto"
+    overlap_s: float = 1.28
+    loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,7 +283,7 @@ def load_pipeline(spec: ModelSpec, threads: Optional[int] = None, *, quiet: bool
     t0 = time.perf_counter()
     try:
         pipe = AudioLDM.from_pretrained(spec.model, device=spec.device, dtype=getattr(torch, spec.dtype),
-                                        compile=spec.compile, clap=spec.clap)
+                                        compile=spec.compile, clap=spec.clap, backend=spec.backend)
     except SourceNotFoundError as e:
         raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
     return pipe, time.perf_counter() - t0
@@ -306,7 +312,8 @@ def make_item(pipe, item: Item, folder: PathLike, fmt: str, spec: ModelSpec, *, 
 
     t0 = time.perf_counter()
     try:
-        audios = generate_audio(pipe, **item.settings, progress=progress, allow_long=spec.allow_long)
+        audios = generate_audio(pipe, **item.settings, progress=progress, allow_long=spec.allow_long,
+                                window_s=spec.window_s, overlap_s=spec.overlap_s, loop=spec.loop)
     except AudioLDMError as e:
         return failed_record(item, str(e), spec.model)
     for name, a in zip(item.outputs, audios):
@@ -510,7 +517,8 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
         candidates: int = 1, clap: Optional[str] = None, format: str = "wav", device: str = "cpu",
         dtype: str = "float32", compile: bool = False, allow_long: bool = False, threads: Optional[int] = None,
         engine: str = "local", address: Optional[str] = None, workers: int = 2, threads_per_worker: int = 1,
-        gpus_per_worker: float = 0.0, progress: bool = False, spectrogram: bool = False,
+        gpus_per_worker: float = 0.0, progress: bool = False, spectrogram: bool = False, backend: str = "torch",
+        window_s: Any = "auto", overlap_s: float = 1.28, loop: bool = False,
         log: Optional[Callable[[str], None]] = print) -> Result:
     """Run (or resume) the batch of ``prompts`` into the folder ``output``; see the module docstring.
 
@@ -547,7 +555,8 @@ def run(prompts: PathLike, output: PathLike = "out", *, model: str = "cvssp/audi
     if engine == "ray" and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())  # the same absolute path on every node
     spec = ModelSpec(model=str(model), device=device, dtype=dtype, compile=compile, allow_long=allow_long,
-                     spectrogram=spectrogram, clap=clap)
+                     spectrogram=spectrogram, clap=clap, backend=backend, window_s=window_s, overlap_s=overlap_s,
+                     loop=loop)
 
     manifest = folder / MANIFEST
     recorded = recorded_outputs(manifest)

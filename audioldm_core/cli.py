@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet (a one-time compilation cost per new length; see "
                              "benchmarks/RESULTS.md for what it gains on a CPU)")
+    common.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="execution backend: torch (default) or onnxruntime (float32 CPU; graphs exported "
+                             "once and cached, see README; needs pip install 'audioldm-core[onnx]')")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_argument("--clap", default=None,
                         help="CLAP audio file (audioldm-convert laion/clap-htsat-unfused) for --candidates and score")
@@ -218,7 +221,7 @@ def _load(args) -> Any:
     from .batch import ModelSpec, load_pipeline
 
     return load_pipeline(ModelSpec(args.model, device=args.device, dtype=args.dtype, compile=args.compile,
-                                   clap=args.clap), args.threads)
+                                   clap=args.clap, backend=args.backend), args.threads)
 
 
 def cmd_generate(args) -> int:
@@ -274,7 +277,8 @@ def _batch(args) -> int:
                  engine="local" if args.ray is None else "ray", address=args.ray or None,
                  workers=args.workers or 2, threads_per_worker=args.threads_per_worker or 1,
                  gpus_per_worker=args.gpus_per_worker or 0.0, progress=not args.no_progress,
-                 spectrogram=args.spectrogram)
+                 spectrogram=args.spectrogram, backend=args.backend, window_s=args.window, overlap_s=args.overlap,
+                 loop=args.loop)
     return 2 if result.failed else 0
 
 

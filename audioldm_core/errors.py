@@ -30,6 +30,11 @@ class InputError(AudioLDMError, ValueError):
     """A bad argument to a model, a sampler or the pipeline (type, shape, range)."""
 
 
+class MissingExtraError(AudioLDMError, ImportError):
+    """An optional extra (``[onnx]``, ``[ui]``, ...) that a requested feature needs is not installed;
+    the message names the ``pip install`` command."""
+
+
 class NumericalError(AudioLDMError, FloatingPointError):
     """Latents, a mel or audio became NaN or Inf (fp16 overflow, damaged weights); the message
     names the step and the component."""

@@ -60,7 +60,8 @@ class AudioLDM:
     def from_pretrained(cls, source: Union[str, os.PathLike] = DEFAULT_MODEL, *, device: Any = "cpu",
                         dtype: torch.dtype = torch.float32, revision: Optional[str] = None,
                         variant: Optional[str] = None, compile: bool = False,
-                        clap: Union[str, os.PathLike, None] = None) -> "AudioLDM":
+                        clap: Union[str, os.PathLike, None] = None, backend: str = "torch",
+                        backend_options: Optional[dict] = None) -> "AudioLDM":
         """Load a model from any of:
 
         - a converted ``.safetensors`` file written by ``audioldm-convert``;
@@ -74,7 +75,13 @@ class AudioLDM:
         compile: run :meth:`compile` on the result.
         clap: a CLAP audio file (``audioldm-convert laion/clap-htsat-unfused``) to score and re-rank
             with (:mod:`audioldm_core.rerank`); loaded on first use.
+        backend: "torch" (default) or "onnxruntime": the components run as ONNX Runtime sessions of
+            graphs exported from these modules and cached on disk (float32, CPU; extra ``[onnx]``);
+            ``backend_options`` go to :func:`audioldm_core.onnx_backend.apply` (``cache_dir``, ``threads``).
         """
+        from . import onnx_backend
+
+        onnx_backend.check_backend(backend, device=device, dtype=dtype, compile=compile)
         parts = load_parts(source, device=device, dtype=dtype, revision=revision, variant=variant)
         pipe = cls(parts.config, parts.tokenizer, source=parts.source, **parts.modules)
         from .rerank import attach, attach_own
@@ -83,6 +90,8 @@ class AudioLDM:
         if clap is not None:
             attach(pipe, clap)
         pipe._warn_slow_dtype()
+        if backend == "onnxruntime":
+            return onnx_backend.apply(pipe, **(backend_options or {}))
         return pipe.compile() if compile else pipe
 
     def compile(self, **options: Any) -> "AudioLDM":
