@@ -264,11 +264,12 @@ def test_only_the_unet_differs_between_sizes():
 
 
 @pytest.mark.fullsize
-@pytest.mark.parametrize("name", FULL_SIZE)
+@pytest.mark.parametrize("name", ["s-full-v2", "l-full"])
 @torch.no_grad()
 def test_full_size_parity(name, converted_file, tmp_path):
-    """Each size's UNet on the backend, per component and end to end (5.12 s, 2 DDIM steps, guidance);
-    at s-full-v2 every component runs on the backend."""
+    """The backend per component and end to end (5.12 s, 2 DDIM steps, guidance) at full size: every
+    component at s-full-v2, the UNet alone at l-full (the largest UNet; s-full and m-full differ from
+    these only in UNet width, and each export costs minutes of CI time)."""
     every = name == "s-full-v2"
     path = converted_file(name)
     eager = AudioLDM.from_pretrained(path)
