@@ -12,7 +12,9 @@ Layout of a file:
                                   file hashes)
             ``converter_version`` the audioldm-core version that wrote the file
             ``checksums``         JSON ``{component: sha256}`` over that component's tensors (sorted
-                                  names, each name, dtype, shape and raw bytes): see :func:`verify`
+                                  names, each name, dtype, shape and raw bytes), plus ``"metadata"``:
+                                  sha256 over the other metadata entries (:func:`metadata_checksum`);
+                                  see :func:`verify`
 
 Saving writes a temporary file in the destination folder and renames it into place, so a reader
 never sees a half-written file. Loading is memory-mapped (safetensors ``safe_open``) and strict:
@@ -275,7 +277,6 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
                 v = v.to(dtype)
             flat[f"{comp}.{k}"] = v.detach().to("cpu").contiguous()
     metadata = {
-        "checksums": json.dumps(component_checksums(flat), sort_keys=True),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config.to_json(),
@@ -283,6 +284,8 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
         "source": json.dumps(dict(source), sort_keys=True),
         "converter_version": __version__,
     }
+    checksums = component_checksums(flat) | {"metadata": metadata_checksum(metadata)}
+    metadata["checksums"] = json.dumps(checksums, sort_keys=True)
     path = Path(path)
     atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
     return path
@@ -298,6 +301,14 @@ def component_checksums(flat: Mapping[str, torch.Tensor]) -> dict[str, str]:
         h.update(f"{key}|{str(t.dtype)}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return {c: h.hexdigest() for c, h in hashes.items()}
+
+
+def metadata_checksum(meta: Mapping[str, str]) -> str:
+    """SHA-256 over every metadata entry but ``checksums`` (sorted keys; each key and its exact string)."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != "checksums"):
+        h.update(f"{len(key)}:{key}|{len(meta[key])}:".encode() + meta[key].encode())
+    return h.hexdigest()
 
 
 # --- Reading ----------------------------------------------------------------------------------------
@@ -521,8 +532,9 @@ def verify(path: PathLike) -> list[str]:
     """Re-check a checkpoint file's integrity; returns a list of problems (empty when OK).
 
     Checks the header and metadata (as :func:`read_info`), that every component's tensor names and
-    shapes are exactly what its config builds, and each component's checksum against the one
-    recorded at conversion.
+    shapes are exactly what its config builds, and each component's checksum and the metadata's
+    (config, tokenizer, source) against the ones recorded at conversion. Loading checks only what
+    it needs to load (header, names, shapes, dtypes), not these checksums.
     """
     path = Path(path)
     try:
@@ -560,4 +572,7 @@ def verify(path: PathLike) -> list[str]:
                             f"computed {str(got)[:12]}...): the tensor data changed after conversion")
         elif comp not in recorded:
             problems.append(f"{comp}: no recorded checksum")
+    if recorded.get("metadata") != metadata_checksum(meta):
+        problems.append("metadata (config, tokenizer, source): checksum missing or mismatched: the "
+                        "metadata changed after conversion")
     return problems
