@@ -156,6 +156,10 @@ def _load(args) -> Any:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:  # an unknown or absent device: one clear error before any loading
+        torch.empty(0, device=args.device)
+    except (RuntimeError, AssertionError) as e:
+        raise InputError(f"--device {args.device!r} cannot be used here: {str(e).splitlines()[0]}") from None
     if args.model == "tiny":
         print("note: model 'tiny' has seeded random weights: the audio is noise, not sound "
               "(use --model with a converted file, a cvssp folder or a Hub repo id for real audio)",
