@@ -307,10 +307,15 @@ def _batch(args) -> int:
 
 
 def _append_line(path: Path, record: dict) -> None:
-    """Append one whole JSON line and fsync, so a crash never leaves a half line behind a full one."""
+    """Append one whole JSON line and fsync, so a crash never leaves a half line behind a full one. A
+    line a crash cut short (no newline at the end of the file) is ended first, so it cannot swallow
+    this record; readers skip it."""
     data = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
         os.write(fd, data)
         os.fsync(fd)
     finally:
