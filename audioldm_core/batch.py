@@ -235,10 +235,15 @@ def plan(prompts: PathLike, defaults: Defaults, fmt: str = "wav") -> list[Item]:
 # --- The manifest -----------------------------------------------------------------------------------
 
 def append_line(path: PathLike, record: dict) -> None:
-    """Append one whole JSON line and fsync, so a crash never leaves a half line behind a full one."""
+    """Append one whole JSON line and fsync, so a crash never leaves a half line behind a full one. A
+    line a crash cut short (no newline at the end of the file) is ended first, so it cannot swallow
+    this record; readers skip it."""
     data = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
         os.write(fd, data)
         os.fsync(fd)
     finally:
@@ -276,6 +281,10 @@ def load_pipeline(spec: ModelSpec, threads: Optional[int] = None, *, quiet: bool
 
     if threads:
         torch.set_num_threads(threads)
+    try:  # an unknown or absent device: one clear error before any loading
+        torch.empty(0, device=spec.device)
+    except (RuntimeError, AssertionError) as e:
+        raise InputError(f"--device {spec.device!r} cannot be used here: {str(e).splitlines()[0]}") from None
     if spec.model == "tiny" and not quiet:
         print("note: model 'tiny' has seeded random weights: the audio is noise, not sound "
               "(use --model with a converted file, a cvssp folder or a Hub repo id for real audio)",

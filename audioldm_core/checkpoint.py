@@ -14,7 +14,9 @@ Layout of a file:
                                   file hashes)
             ``converter_version`` the audioldm-core version that wrote the file
             ``checksums``         JSON ``{component: sha256}`` over that component's tensors (sorted
-                                  names, each name, dtype, shape and raw bytes): see :func:`verify`
+                                  names, each name, dtype, shape and raw bytes), plus ``"metadata"``:
+                                  sha256 over the other metadata entries (:func:`metadata_checksum`);
+                                  see :func:`verify`
 
 Saving writes a temporary file in the destination folder and renames it into place, so a reader
 never sees a half-written file. Loading is memory-mapped (safetensors ``safe_open``) and strict:
@@ -156,7 +158,6 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
                 v = v.to(dtype)
             flat[f"{comp}.{k}"] = v.detach().to("cpu").contiguous()
     metadata = {
-        "checksums": json.dumps(component_checksums(flat), sort_keys=True),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config.to_json(),
@@ -165,6 +166,8 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, Mapping[str, torch.Ten
         "converter_version": __version__,
         **dict(extra_metadata or {}),
     }
+    checksums = component_checksums(flat) | {"metadata": metadata_checksum(metadata)}
+    metadata["checksums"] = json.dumps(checksums, sort_keys=True)
     path = Path(path)
     atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
     return path
@@ -180,6 +183,14 @@ def component_checksums(flat: Mapping[str, torch.Tensor]) -> dict[str, str]:
         h.update(f"{key}|{str(t.dtype)}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return {c: h.hexdigest() for c, h in hashes.items()}
+
+
+def metadata_checksum(meta: Mapping[str, str]) -> str:
+    """SHA-256 over every metadata entry but ``checksums`` (sorted keys; each key and its exact string)."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != "checksums"):
+        h.update(f"{len(key)}:{key}|{len(meta[key])}:".encode() + meta[key].encode())
+    return h.hexdigest()
 
 
 # --- Reading ----------------------------------------------------------------------------------------
@@ -399,8 +410,9 @@ def verify(path: PathLike) -> list[str]:
     """Re-check a checkpoint file's integrity; returns a list of problems (empty when OK).
 
     Checks the header and metadata (as :func:`read_info`), that every component's tensor names and
-    shapes are exactly what its config builds, and each component's checksum against the one
-    recorded at conversion.
+    shapes are exactly what its config builds, and each component's checksum and the metadata's
+    (config, tokenizer, source) against the ones recorded at conversion. Loading checks only what
+    it needs to load (header, names, shapes, dtypes), not these checksums.
     """
     path = Path(path)
     try:
@@ -443,4 +455,7 @@ def verify(path: PathLike) -> list[str]:
             flat = {k: f.get_tensor(k) for k in f.keys() if k.startswith(comp + ".")}
         if flat and recorded.get(comp) != component_checksums(flat).get(comp):
             problems.append(f"{comp}: checksum mismatch or missing: the tensor data changed after conversion")
+    if recorded.get("metadata") != metadata_checksum(meta):
+        problems.append("metadata (config, tokenizer, source): checksum missing or mismatched: the "
+                        "metadata changed after conversion")
     return problems

@@ -18,6 +18,7 @@ import torch
 
 from audioldm_core.audio import HOP, load_audio, log_mel, mel_filterbank, mel_for_vae, preprocess
 from audioldm_core.errors import AudioLDMError, InputError, SourceNotFoundError
+from conftest import require
 
 
 # --- The original AudioLDM code ---------------------------------------------------------------------
@@ -29,7 +30,7 @@ def _original_root() -> Path:
         return target
     spec = importlib.util.find_spec("audioldm")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the original audioldm package is not installed; run the README's test command")
+        require("original", "the original audioldm package is not installed in .venv/audioldm-original")
     return Path(spec.submodule_search_locations[0])
 
 

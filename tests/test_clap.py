@@ -14,6 +14,7 @@ from audioldm_core.clap import PromptEncoder
 from audioldm_core.errors import InputError
 from audioldm_core.tokenizer import Tokenizer
 from conftest import rel_err
+from contrast import assert_separates, scaled_weight
 from convert.cvssp import convert_component
 from convert.cvssp import read_folder_config
 
@@ -50,6 +51,27 @@ def _check(ours, ref, tok, prompts, label):
     assert err <= TOL and err_u <= TOL and err_pu <= TOL, msg
 
 
+def _contrast(ours, ref, tok, label):
+    """The tolerance separates right from wrong: against the reference's embedding of another prompt or
+    with the word embedding table scaled by 1.01, ours is >= 100x the tolerance away. (The text tower
+    draws no random numbers, so there is no seed to change.)"""
+    prompt, other = "a dog barks while rain falls on a tin roof", "a dog barks while rain falls on a tin roof!"
+    with torch.no_grad():
+        ids, mask = tok([prompt])
+        o = ours(ids, mask)
+        ids_p, mask_p = tok([prompt], pad_to="max_length")
+        ids_o, mask_o = tok([other], pad_to="max_length")
+        right = rel_err(o, ref(input_ids=ids_p, attention_mask=mask_p).text_embeds)[0]
+        wrong = {"other prompt (one character)": rel_err(o, ref(input_ids=ids_o, attention_mask=mask_o).text_embeds)[0]}
+        with scaled_weight(ref, "text_model.embeddings.word_embeddings.weight"):
+            wrong["word embeddings x 1.01"] = rel_err(o, ref(input_ids=ids_p, attention_mask=mask_p).text_embeds)[0]
+    assert_separates(f"CLAP {label}", TOL, right, wrong, " (absolute)")
+
+
+def test_tiny_tolerance_separates_right_from_wrong(cvssp_folder):
+    _contrast(*_pair(cvssp_folder("tiny")), "tiny")
+
+
 def test_tiny_parity_lengths_and_mixed_batch(cvssp_folder):
     ours, ref, tok = _pair(cvssp_folder("tiny"))
     _check(ours, ref, tok, _prompts([1]), "tiny 1 word")
@@ -81,6 +103,7 @@ def test_full_size_parity_and_speed(cvssp_folder):
     _check(ours, ref, tok, _prompts([1]), "full 1 word")
     _check(ours, ref, tok, _prompts([3, 17, 120]), "full mixed batch")
     _check(ours, ref, tok, _prompts([600]), "full 512 tokens (truncated)")
+    _contrast(ours, ref, tok, "full size")
     enc = PromptEncoder(tok, ours)
     prompt = "a dog barks while rain falls on a tin roof"
     enc([prompt, ""])  # warm-up, fills the cache

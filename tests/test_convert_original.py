@@ -28,7 +28,7 @@ from torch import nn
 
 from audioldm_core.checkpoint import empty_component, load_state_strict
 from audioldm_core.errors import CheckpointError, InputError
-from conftest import rel_err
+from conftest import rel_err, require
 from convert.original import convert_original, read_lightning_checkpoint
 from reference import perturb_, rescale_hifigan_, write_tokenizer_files
 
@@ -63,7 +63,7 @@ def original_package():
     spec = importlib.util.find_spec("audioldm") if "audioldm" not in sys.modules else None
     root = target if target.is_dir() else Path(spec.submodule_search_locations[0]) if spec else None
     if root is None:
-        pytest.skip("the original audioldm package is not installed; run the README's test command")
+        require("original", "the original audioldm package is not installed in .venv/audioldm-original")
     if "audioldm" not in sys.modules or not hasattr(sys.modules["audioldm"], "__path__"):
         pkg = types.ModuleType("audioldm")
         pkg.__path__ = [str(root)]

@@ -7,7 +7,8 @@ Two kinds of fixtures:
   AutoencoderKL; PaddleNLP's ClapTextModelWithProjection and SpeechT5HifiGan) at the tiny config with
   random weights, ``save_pretrained``s them and records their outputs on fixed inputs; ours must
   reproduce those outputs from the converted folder. ``paddle.save`` with pickle protocols 2-4 and
-  bfloat16 tensors is checked the same way. Skipped when no such Python exists.
+  bfloat16 tensors is checked the same way. Without such a Python these tests fail
+  (``conftest.require``; ``AUDIOLDM_TEST_OPT_OUT=paddle`` skips them knowingly).
 * written by the tests themselves in the documented format (always run): protocol 2-4 pickles of
   numpy arrays, big arrays split into ``@@.`` pieces under ``UnpackBigParamInfor@@``, bf16 as
   uint16, and a whole ppdiffusers-layout folder made from the cvssp reference (Linear weights
@@ -20,6 +21,7 @@ import gc
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +33,7 @@ import torch
 
 from audioldm_core.checkpoint import empty_component, load_state_strict
 from audioldm_core.errors import CheckpointError, SourceNotFoundError
-from conftest import rel_err
+from conftest import rel_err, require
 from convert.core import convert_source
 from convert.paddle import (BIG_PARAM_KEY, NAME_TABLE_KEY, convert_paddle_folder, read_pdparams,
                             to_torch_layout)
@@ -41,8 +43,6 @@ TOL = 1e-5
 REPO = Path(__file__).resolve().parent.parent
 # The Paddle venv the README's test command installs (tests/requirements-paddle.txt), unless overridden.
 PADDLE_PYTHON = os.environ.get("AUDIOLDM_PADDLE_PYTHON", str(REPO / ".venv-paddle" / "bin" / "python"))
-# .ci/run sets this: there a missing Paddle install fails the tests instead of skipping them.
-REQUIRE_PADDLE = os.environ.get("AUDIOLDM_REQUIRE_PADDLE") == "1"
 
 # Run by the Paddle Python: argv = cvssp config dir, output folder.
 GEN_SCRIPT = r'''
@@ -96,6 +96,13 @@ unet.save_pretrained(str(out / "unet"), safe_serialization=False)
 vae.save_pretrained(str(out / "vae"), safe_serialization=False)
 te.save_pretrained(str(out / "text_encoder"))
 voc.save_pretrained(str(out / "vocoder"))
+# the same weights as newer ppdiffusers / PaddleNLP save them by default: diffusion_paddle_model.safetensors
+# (UNet, VAE) and model.safetensors (text encoder, vocoder), Linear weights still (in, out)
+st = out / "safetensors-weights"
+unet.save_pretrained(str(st / "unet"), safe_serialization=True)
+vae.save_pretrained(str(st / "vae"), safe_serialization=True)
+te.save_pretrained(str(st / "text_encoder"), safe_serialization=True)
+voc.save_pretrained(str(st / "vocoder"), safe_serialization=True)
 
 g = np.random.default_rng(1)
 x = g.standard_normal((2, 8, 16, 16)).astype("float32")
@@ -142,12 +149,8 @@ def make_paddle_folder(name: str, folder: Path) -> Path:
     """Run :data:`GEN_SCRIPT` for the cvssp config ``name`` and complete the folder (scheduler,
     tokenizer, model_index.json) as a ppdiffusers pipeline folder."""
     if not _paddle_available():
-        msg = (f"no Python with paddlepaddle + ppdiffusers + paddlenlp at {PADDLE_PYTHON}: install "
-               f"tests/requirements-paddle.txt into .venv-paddle (the README's test command), or set "
-               f"AUDIOLDM_PADDLE_PYTHON")
-        if REQUIRE_PADDLE:
-            pytest.fail(msg + " (AUDIOLDM_REQUIRE_PADDLE=1)")
-        pytest.skip(msg)
+        require("paddle", f"no Python with paddlepaddle + ppdiffusers + paddlenlp at {PADDLE_PYTHON} "
+                          f"(tests/requirements-paddle.txt in .venv-paddle, or set AUDIOLDM_PADDLE_PYTHON)")
     from convert.cvssp import shipped_config_dir
 
     cfg = shipped_config_dir(name)
@@ -161,6 +164,13 @@ def make_paddle_folder(name: str, folder: Path) -> Path:
     shutil.copytree(cfg / "scheduler", folder / "scheduler")
     shutil.copyfile(cfg / "model_index.json", folder / "model_index.json")
     write_tokenizer_files(folder / "tokenizer")
+    # the safetensors copy becomes a second pipeline folder beside this one (same configs and outputs)
+    st, st_folder = folder / "safetensors-weights", folder.parent / (folder.name + "-safetensors")
+    shutil.copytree(folder, st_folder, ignore=shutil.ignore_patterns("safetensors-weights", "*.pdparams"))
+    for sub in ("unet", "vae", "text_encoder", "vocoder"):
+        for f in (st / sub).glob("*.safetensors"):
+            shutil.copyfile(f, st_folder / sub / f.name)
+    shutil.rmtree(st)
     return folder
 
 
@@ -195,6 +205,26 @@ def check_against_paddle(folder: Path, label: str) -> None:
 
 def test_ppdiffusers_parity(paddle_folder):
     check_against_paddle(paddle_folder, "tiny")
+
+
+def test_ppdiffusers_safetensors_parity(paddle_folder):
+    """The same components saved by ppdiffusers / PaddleNLP as safetensors (their default):
+    ``diffusion_paddle_model.safetensors`` for the UNet and VAE, ``model.safetensors`` for the text
+    encoder and vocoder. The folder is recognised as Paddle's, read through the safetensors branch, and
+    gives the same outputs and the same tensors as the ``.pdparams`` copy."""
+    from convert.core import source_kind
+    from convert.paddle import find_paddle_weights
+
+    folder = paddle_folder.parent / (paddle_folder.name + "-safetensors")
+    assert source_kind(str(folder)) == "paddle"
+    names = {c: find_paddle_weights(folder, c).name for c in ("unet", "vae", "clap", "vocoder")}
+    assert names == {"unet": "diffusion_paddle_model.safetensors", "vae": "diffusion_paddle_model.safetensors",
+                     "clap": "model.safetensors", "vocoder": "model.safetensors"}, names
+    check_against_paddle(folder, "tiny (safetensors)")
+    a, b = convert_paddle_folder(folder, hash_files=False), convert_paddle_folder(paddle_folder, hash_files=False)
+    for comp, state in b.tensors.items():
+        assert state.keys() == a.tensors[comp].keys() and all(torch.equal(a.tensors[comp][k], v)
+                                                              for k, v in state.items()), comp
 
 
 @pytest.mark.fullsize
@@ -299,6 +329,64 @@ def test_object_arrays_and_garbage_refused(tmp_path):
         read_pdparams(tmp_path / "missing.pdparams")
 
 
+# The weights Paddle stores transposed: those of nn.Linear modules ((in, out) in Paddle), per component,
+# written out from the module types of diffusers' UNet2DConditionModel and AutoencoderKL and
+# transformers' ClapTextModelWithProjection and SpeechT5HifiGan (which has none), not from the converter.
+# UNet: class_embedding is a Linear ("simple_projection"); ff.net.0.proj is GEGLU's Linear, ff.net.2 the
+# output Linear. CLAP: embeddings are nn.Embedding, (num, dim) in both frameworks.
+LINEAR_WEIGHTS = {
+    "clap": re.compile(r"text_model\.encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
+                       r"|intermediate\.dense|output\.dense)\.weight|text_model\.pooler\.dense\.weight"
+                       r"|text_projection\.linear[12]\.weight"),
+    "unet": re.compile(r"time_embedding\.linear_[12]\.weight|class_embedding\.weight"
+                       r"|(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.(resnets\.\d+\.time_emb_proj"
+                       r"|attentions\.\d+\.transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+                       r"|ff\.net\.0\.proj|ff\.net\.2))\.weight"),
+    "vae": re.compile(r"(encoder|decoder)\.mid_block\.attentions\.0\.(query|key|value|proj_attn)\.weight"),
+    "vocoder": re.compile(r"(?!)"),
+}
+TINY_LINEAR_COUNTS = {"clap": 15, "unet": 84, "vae": 8, "vocoder": 0}  # tiny: 2 text layers, 12 UNet transformer blocks
+SOURCE_DIRS = {"clap": "text_encoder", "unet": "unet", "vae": "vae", "vocoder": "vocoder"}
+
+
+def _tiny_source_states(cvssp: Path) -> dict[str, dict[str, torch.Tensor]]:
+    from convert.cvssp import find_weight_file, read_weights
+
+    return {comp: read_weights(find_weight_file(cvssp, comp)) for comp in SOURCE_DIRS}
+
+
+def test_linear_weight_list_is_the_references_linear_modules(cvssp_folder):
+    """The written-out list above names exactly the nn.Linear weights of the reference models."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import ClapTextModelWithProjection, SpeechT5HifiGan
+
+    folder = cvssp_folder("tiny")
+    states = _tiny_source_states(folder)
+    models = {"clap": ClapTextModelWithProjection, "unet": UNet2DConditionModel, "vae": AutoencoderKL,
+              "vocoder": SpeechT5HifiGan}
+    for comp, cls in models.items():
+        model = cls.from_pretrained(str(folder / SOURCE_DIRS[comp]))
+        linear = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        legacy = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}  # the VAE's saved names
+        if comp == "vae":
+            linear = {re.sub(r"(to_q|to_k|to_v|to_out\.0)(?=\.weight$)", lambda m: legacy[m[1]], k) for k in linear}
+        listed = {k for k in states[comp] if LINEAR_WEIGHTS[comp].fullmatch(k)}
+        assert listed == linear, (comp, sorted(listed ^ linear)[:10])
+        assert len(listed) == TINY_LINEAR_COUNTS[comp], (comp, len(listed))
+
+
+def test_converter_transposes_exactly_the_linear_weights(cvssp_folder):
+    """Every key of the tiny source state dicts with a non-square 2-D stand-in (so a transpose shows):
+    the converter's Paddle layout rule transposes the listed Linear weights and nothing else."""
+    for comp, state in _tiny_source_states(cvssp_folder("tiny")).items():
+        fake = {k: torch.zeros(2, 3) if v.ndim == 2 else torch.zeros(v.shape) for k, v in state.items()}
+        out = to_torch_layout(fake)
+        transposed = {k for k, v in out.items() if v.shape != fake[k].shape}
+        want = {k for k in state if LINEAR_WEIGHTS[comp].fullmatch(k)}
+        assert transposed == want, (comp, "transposed but not Linear:", sorted(transposed - want)[:5],
+                                    "Linear but not transposed:", sorted(want - transposed)[:5])
+
+
 def test_linear_weights_transposed_embeddings_not():
     s = {"a.to_q.weight": torch.zeros(3, 5), "text_model.embeddings.word_embeddings.weight": torch.zeros(3, 5),
          "conv.weight": torch.zeros(2, 3, 1, 1), "norm.weight": torch.zeros(5)}
@@ -315,17 +403,15 @@ _PADDLE_ONLY = {"unet": {"data_format": "NCHW", "_ppdiffusers_version": "0.29.0"
 
 
 def paddle_copy_of(cvssp: Path, dest: Path, bf16: bool = False) -> Path:
-    """A ppdiffusers-layout copy of a cvssp folder: model_state.pdparams per component (Linear
-    weights transposed, bf16 as uint16 when asked) and the configs with Paddle's extra fields."""
-    from convert.cvssp import find_weight_file, read_weights
-    from convert.paddle import _NOT_LINEAR
-
+    """A ppdiffusers-layout copy of a tiny cvssp folder: model_state.pdparams per component (the Linear
+    weights of :data:`LINEAR_WEIGHTS` transposed, bf16 as uint16 when asked) and the configs with
+    Paddle's extra fields."""
     shutil.copytree(cvssp, dest, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
-    for comp, sub in (("clap", "text_encoder"), ("unet", "unet"), ("vae", "vae"), ("vocoder", "vocoder")):
-        state = read_weights(find_weight_file(cvssp, comp))
+    for comp, state in _tiny_source_states(cvssp).items():
+        sub = SOURCE_DIRS[comp]
         out = {}
         for k, v in state.items():
-            if v.ndim == 2 and k.endswith(".weight") and not _NOT_LINEAR.fullmatch(k):
+            if LINEAR_WEIGHTS[comp].fullmatch(k):  # the written-out list, not the converter's rule
                 v = v.t()
             if bf16 and v.is_floating_point():
                 out[k] = v.bfloat16().contiguous().view(torch.int16).numpy().view(np.uint16)

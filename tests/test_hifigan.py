@@ -10,6 +10,7 @@ import torch
 from audioldm_core.checkpoint import empty_component, load_state_strict
 from audioldm_core.errors import CheckpointError, InputError
 from conftest import rel_err
+from contrast import assert_separates, scaled_weight
 from convert.cvssp import convert_component
 from convert.cvssp import read_folder_config
 from convert.remap import remap
@@ -44,6 +45,26 @@ def _check(ours, ref, batch, frames, label, chunk=None):
         rel = max(rel, trel)
     print("\n" + msg)
     assert rel <= TOL, msg
+
+
+def _contrast(ours, ref, label, frames=100):
+    """The tolerance separates right from wrong: against the reference computed on another mel (seed) or
+    with its input convolution's weight scaled by 1.01, our waveform is >= 100x the tolerance away.
+    (The vocoder has no prompt.)"""
+    g = torch.Generator().manual_seed(frames)
+    mel, mel2 = (torch.randn(1, frames, 64, generator=g) * 2 - 4 for _ in range(2))
+    with torch.no_grad():
+        o = ours(mel)
+        right = rel_err(o, ref(mel))[1]
+        wrong = {"other seed (mel)": rel_err(o, ref(mel2))[1]}
+        with scaled_weight(ref, "conv_pre.weight"):
+            wrong["conv_pre.weight x 1.01"] = rel_err(o, ref(mel))[1]
+    assert_separates(f"vocoder {label} {frames} frames", TOL, right, wrong, " (relative)")
+
+
+def test_tiny_tolerance_separates_right_from_wrong(cvssp_folder):
+    ours, ref, _ = _pair(cvssp_folder("tiny"))
+    _contrast(ours, ref, "tiny")
 
 
 @pytest.mark.parametrize("batch,frames", [(1, 100), (3, 100), (1, 1024), (3, 1024)])
@@ -137,6 +158,7 @@ def test_full_size_parity(cvssp_folder):
     ours, ref, _ = _pair(cvssp_folder("s-full-v2"))
     for batch, frames in [(1, 100), (3, 100), (1, 1024), (3, 1024)]:
         _check(ours, ref, batch, frames, "full size", chunk=256 if (batch, frames) == (1, 1024) else None)
+    _contrast(ours, ref, "full size")
     del ours, ref
     gc.collect()
 

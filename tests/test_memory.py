@@ -12,7 +12,10 @@ from audioldm_core import memory
 from audioldm_core.memory import release_clean_pages
 from audioldm_core.pipeline import AudioLDM
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page release is Linux-only")
+# A Linux-only feature, not a missing reference: release_clean_pages needs madvise(MADV_DONTNEED) and
+# /proc/self/pagemap, and elsewhere releases nothing by design (returns 0).
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="Linux-only feature: page release uses madvise and /proc/self/pagemap")
 
 MIB = 1 << 20
 

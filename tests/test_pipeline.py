@@ -1,7 +1,9 @@
 """End-to-end parity: our AudioLDM vs diffusers' AudioLDMPipeline on the same cvssp folder.
 
 Each case runs both pipelines with the same arguments and the same CPU generator seed and compares
-the waveforms: max abs error <= 1e-4 (fp32), the measured value printed and in the message.
+the waveforms: max abs error <= 1e-5 (fp32; measured at most ~1.5e-6), the measured value printed and
+in the message. Contrasts show the tolerance separates right from wrong: the reference run with
+another prompt, another seed, or one UNet weight scaled by 1.01 is >= 100x the tolerance away.
 Full-size cases are grouped per checkpoint (a module-scoped parametrized fixture), so one
 reference/ours pair is in memory at a time.
 """
@@ -17,9 +19,10 @@ import torch
 from audioldm_core import AudioLDM
 from audioldm_core.checkpoint import COMPONENTS
 from audioldm_core.errors import InputError
+from contrast import assert_separates, scaled_weight
 from reference import FULL_SIZE, diffusers_scheduler, reference_pipeline
 
-TOL = 1e-4
+TOL = 1e-5
 PROMPT = "a dog barks while rain falls on a tin roof"
 MEASURED: list[str] = []
 
@@ -46,6 +49,29 @@ def check(label, ref, ours, **kw):
     return o
 
 
+OTHER_PROMPT = "birds chirp at dawn near a river"
+CONTRAST_WEIGHT = "conv_out.weight"  # of the reference's UNet: its output convolution, run at every step
+
+
+def contrast(label, ref, ours, **kw):
+    """Our waveform vs the reference's with the same arguments (parity), and vs the reference's with
+    another prompt, another seed, and its UNet's output convolution weight scaled by 1.01 (mistakes):
+    the tolerance must separate them by >= 100x."""
+    kw = dict(prompt=PROMPT, **kw)
+    ref.scheduler = diffusers_scheduler("ddim", ref.scheduler.config)
+
+    def ref_run(seed=0, **change):
+        return ref(generator=torch.Generator().manual_seed(seed), **dict(kw, **change)).audios
+
+    o = ours(generator=torch.Generator().manual_seed(0), progress=False, **kw).audios
+    right = float(np.abs(o - ref_run()).max())
+    wrong = {"other prompt": ref_run(prompt=OTHER_PROMPT), "other seed": ref_run(seed=1)}
+    with scaled_weight(ref.unet, CONTRAST_WEIGHT):
+        wrong[f"UNet {CONTRAST_WEIGHT} x 1.01"] = ref_run()
+    assert_separates(f"end to end {label}", TOL, right, {k: float(np.abs(o - v).max()) for k, v in wrong.items()},
+                     " (max abs, waveform)")
+
+
 # --- tiny: every argument, fast -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -56,6 +82,10 @@ def tiny_pair(cvssp_folder, converted_file):
 
 
 SAMPLERS = ["ddim", "pndm", "lms", "euler", "euler_ancestral", "heun", "dpmsolver++", "unipc"]
+
+
+def test_tiny_tolerance_separates_right_from_wrong(tiny_pair):
+    contrast("tiny ddim-3-1.0", *tiny_pair, num_inference_steps=3, audio_length_in_s=1.0)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -188,13 +218,28 @@ _ALL = {
                                                    "num_waveforms_per_prompt": 2}),
 }
 CASES = {
-    "s-full-v2": list(_ALL),
+    "s-full-v2": [*_ALL, "ddim-2-20.48"],
     "s-full": ["ddim-10-5.12", "lms-3-1.0-g1", "euler-3-1.0", "dpmsolver++-3-1.0"],
     "m-full": ["ddim-10-5.12", "pndm-3-2.5-neg", "heun-3-1.0", "unipc-3-1.0"],
     "l-full": ["ddim-3-2.5", "pndm-3-1.0", "lms-3-1.0-g1"],
 }
 _ALL["ddim-3-2.5"] = ("ddim", 3, 2.5, 2.5, {})
 _ALL["pndm-3-1.0"] = ("pndm", 3, 1.0, 2.5, {"negative_prompt": "noise"})
+_ALL["ddim-2-20.48"] = ("ddim", 2, 20.48, 2.5, {})  # the longest length the README states parity for
+# Every sampler on every checkpoint: the samplers a checkpoint's cases above leave out run 2 steps of
+# 0.5 s (13 latent frames: the UNet's odd-length skips too).
+for _name, _labels in CASES.items():
+    for _s in SAMPLERS:
+        if not any(_ALL[label][0] == _s for label in _labels):
+            _ALL[f"{_s}-2-0.5"] = (_s, 2, 0.5, 2.5, {})
+            _labels.append(f"{_s}-2-0.5")
+
+
+def test_full_size_cases_cover_every_sampler_on_every_checkpoint():
+    assert set(CASES) == set(FULL_SIZE)
+    for name, labels in CASES.items():
+        assert {_ALL[label][0] for label in labels} == set(SAMPLERS), name
+    assert any(_ALL[label][2] == 20.48 for label in CASES["s-full-v2"])
 
 
 @pytest.mark.fullsize
@@ -205,6 +250,7 @@ def test_full_size_end_to_end(full_pair):
         kw = dict(prompt=PROMPT, num_inference_steps=steps, audio_length_in_s=seconds, guidance_scale=guidance)
         kw.update(extra)
         check(f"{name} {label}", ref, ours, sampler=sampler, **kw)
+    contrast(f"{name} ddim-2-0.5", ref, ours, num_inference_steps=2, audio_length_in_s=0.5)
 
 
 @pytest.mark.fullsize

@@ -13,6 +13,7 @@ import torch
 from audioldm_core.checkpoint import empty_component, load_state_strict
 from audioldm_core.errors import InputError
 from conftest import rel_err
+from contrast import assert_separates, scaled_weight
 from convert.cvssp import convert_component
 from convert.cvssp import read_folder_config
 from reference import write_cvssp_folder
@@ -46,6 +47,30 @@ def _check(ours, ref, frames, label, chunk=None):
     msg = f"{label} {frames} frames: " + ", ".join(f"{k} abs {a:.2e} rel {r:.2e}" for k, (a, r) in errs.items())
     print("\n" + msg)
     assert all(r <= TOL for _, r in errs.values()), msg
+
+
+def _contrast(ours, ref, label, frames=400):
+    """The tolerance separates right from wrong, for encode (mean) and decode: against the reference
+    computed on another input (seed) or with its input convolution's weight scaled by 1.01, our output
+    is >= 100x the tolerance away. (The VAE has no prompt.)"""
+    g = torch.Generator().manual_seed(frames)
+    mel, z = torch.randn(1, 1, frames, 64, generator=g) * 2 - 4, torch.randn(1, 8, frames // 4, 16, generator=g)
+    mel2, z2 = torch.randn(1, 1, frames, 64, generator=g) * 2 - 4, torch.randn(1, 8, frames // 4, 16, generator=g)
+    with torch.no_grad():
+        mean, dec = ours.encode(mel)[0], ours.decode(z)
+    cases = {"encode mean": (mean, lambda x: ref.encode(x).latent_dist.mean, mel, mel2, "encoder.conv_in.weight"),
+             "decode": (dec, lambda x: ref.decode(x).sample, z, z2, "decoder.conv_in.weight")}
+    with torch.no_grad():
+        for what, (o, run, x, x2, weight) in cases.items():
+            right = rel_err(o, run(x))[1]
+            wrong = {"other seed (input)": rel_err(o, run(x2))[1]}
+            with scaled_weight(ref, weight):
+                wrong[f"{weight} x 1.01"] = rel_err(o, run(x))[1]
+            assert_separates(f"VAE {what} {label} {frames} frames", TOL, right, wrong, " (relative)")
+
+
+def test_tiny_tolerance_separates_right_from_wrong(cvssp_folder):
+    _contrast(*_pair(cvssp_folder("tiny")), "tiny")
 
 
 @pytest.mark.parametrize("frames", [512, 400, 2048])
@@ -123,6 +148,7 @@ def test_full_size_parity(cvssp_folder):
     ours, ref = _pair(cvssp_folder("s-full-v2"))
     for frames in (512, 400, 2048):
         _check(ours, ref, frames, "full size", chunk=128 if frames == 2048 else None)
+    _contrast(ours, ref, "full size")
     del ours, ref
     gc.collect()
 
