@@ -1,5 +1,6 @@
 """The local web app (``audioldm serve``): one page with a tab per mode (text-to-audio, style
-transfer, inpainting, super-resolution), built with Gradio (the optional extra ``[ui]``, imported
+transfer, inpainting, super-resolution, and CLAP variation when the model carries its CLAP audio
+tower), built with Gradio (the optional extra ``[ui]``, imported
 only here).
 
 Contract:
@@ -14,7 +15,10 @@ Contract:
 - Bad input (an :class:`~audioldm_core.errors.AudioLDMError`) is shown in the page as one message;
   any other exception is shown as one message too and the server keeps serving.
 - Tabs are data (:data:`TABS`): each names the pipeline capability it needs, so a mode a pipeline
-  does not have is not shown, and a new mode is one more entry.
+  does not have is not shown, and a new mode is one more entry. The text tab always has the
+  long-form controls (window, overlap, loop); its "candidates" control (best-of-N by CLAP score) is
+  shown only when a CLAP audio tower is attached, and the variation tab only when that tower is
+  the model's own (``pipe.clap_audio_source == "checkpoint"``).
 
 Binding: 127.0.0.1 by default. A non-local host lets anyone who can reach the port generate with the
 model (CPU/GPU time), upload audio files to the server's temporary folder and download results;
@@ -42,6 +46,7 @@ MAX_WAVEFORMS = 4  # audio players in the text-to-audio tab
 MAX_SECONDS = 60.0  # longest request the page accepts
 MAX_STEPS = 500  # most denoising steps the page accepts
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+OVERLAP_S = 1.28  # the pipeline's default long-form overlap (longform.OVERLAP_S; the CLI omits it)
 
 
 def _gradio():
@@ -72,16 +77,26 @@ TABS = (
     Tab("Style transfer", "transfer", "_transfer_tab"),
     Tab("Inpainting", "inpaint", "_inpaint_tab"),
     Tab("Super-resolution", "super_resolve", "_superres_tab"),
+    Tab("Variation", "variation", "_variation_tab"),
 )
+MAX_CANDIDATES = 8  # most candidates per waveform the page accepts
 
 
 def capabilities(pipe) -> set[str]:
-    """The modes ``pipe`` offers: "text" (it is callable) and the names of its public edit methods
-    (``transfer``, ``inpaint``, ``super_resolve``, and any a newer pipeline adds)."""
+    """The modes ``pipe`` offers: "text" (it is callable), the names of its public edit methods
+    (``transfer``, ``inpaint``, ``super_resolve``), "candidates" when a CLAP audio tower is attached
+    (any source: it scores), and "variation" when it has the method and the tower is the model's
+    own (``clap_audio_source == "checkpoint"``: only that one drives the UNet). Reads the pipeline's
+    attributes only: an attached tower is not loaded."""
     caps = {"text"} if callable(pipe) else set()
-    for name in ("transfer", "inpaint", "super_resolve", "variation"):
+    for name in ("transfer", "inpaint", "super_resolve"):
         if callable(getattr(pipe, name, None)):
             caps.add(name)
+    source = getattr(pipe, "clap_audio_source", None)
+    if "text" in caps and source is not None:
+        caps.add("candidates")
+    if callable(getattr(pipe, "variation", None)) and source == "checkpoint":
+        caps.add("variation")
     return caps
 
 
@@ -121,6 +136,23 @@ def _seed(value: Any) -> int:
     return int(_number(value, "seed", low=0, high=2**63 - 1, integer=True))
 
 
+def _window(value: Any) -> Any:
+    """The window box: "auto" (or empty), "none", or seconds -> "auto", None or a float."""
+    text = str(value if value is not None else "").strip().lower()
+    if text in ("", "auto"):
+        return "auto"
+    if text == "none":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise InputError(f"window must be 'auto', 'none' or seconds (a multiple of 0.04, e.g. 10.24), "
+                         f"got {value!r}") from None
+    if not 0 < v <= MAX_SECONDS:
+        raise InputError(f"window must be more than 0 and at most {MAX_SECONDS:g} s, got {v:g}")
+    return v
+
+
 def _input_audio(path: Optional[str]) -> tuple[np.ndarray, str]:
     from .audio import load_audio
 
@@ -141,17 +173,29 @@ def _input_audio(path: Optional[str]) -> tuple[np.ndarray, str]:
 def command_line(command: str, settings: dict, model: str, output: str) -> str:
     """The ``audioldm`` command that reproduces ``settings`` (as shown in the page)."""
     args = ["audioldm", command]
-    if command in ("transfer", "inpaint", "superres"):
+    if command in ("transfer", "inpaint", "superres", "variation"):
         args.append(settings["input"])
-    if command != "superres" or settings.get("prompt"):
-        if command == "superres":
+    if command not in ("superres", "variation") or settings.get("prompt"):
+        if command in ("superres", "variation"):
             args.append("--prompt")
         args.append(settings["prompt"])
+    if command == "variation" and settings.get("prompt"):
+        args += ["--text-weight", f"{settings['text_weight']:g}"]
     args += ["--model", model]
-    if command == "generate":
+    if command in ("generate", "variation"):
         args += ["--seconds", f"{settings['seconds']:g}"]
+    if command == "generate":
         if settings["n"] != 1:
             args += ["-n", str(settings["n"])]
+        if settings.get("candidates", 1) != 1:
+            args += ["--candidates", str(settings["candidates"])]
+        window = settings.get("window", "auto")
+        if window != "auto":
+            args += ["--window", "none" if window is None else f"{window:g}"]
+        if settings.get("overlap", OVERLAP_S) != OVERLAP_S:
+            args += ["--overlap", f"{settings['overlap']:g}"]
+        if settings.get("loop"):
+            args.append("--loop")
     if command == "transfer":
         args += ["--strength", f"{settings['strength']:g}"]
     if command == "inpaint":
@@ -166,7 +210,11 @@ def command_line(command: str, settings: dict, model: str, output: str) -> str:
         args += ["--device", settings["device"]]
     if settings.get("dtype", "float32") != "float32":
         args += ["--dtype", settings["dtype"]]
-    args += ["-o", output, "--spectrogram"]
+    if settings.get("clap"):
+        args += ["--clap", settings["clap"]]
+    args += ["-o", output]
+    if command != "variation":  # `audioldm variation` writes no picture
+        args.append("--spectrogram")
     return shlex.join(args)
 
 
@@ -177,9 +225,9 @@ class WebApp:
     ``build()`` returns the ``gr.Blocks``; the caller launches it."""
 
     def __init__(self, pipe, model: str, *, concurrency: int = 1, out_dir: Optional[Path] = None,
-                 device: str = "cpu", dtype: str = "float32"):
+                 device: str = "cpu", dtype: str = "float32", clap: Optional[str] = None):
         self.pipe = pipe
-        self.model = model
+        self.model, self.clap = model, clap
         self.device, self.dtype = device, dtype
         self.concurrency = int(concurrency)
         self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="audioldm-serve-"))
@@ -258,33 +306,55 @@ class WebApp:
                 "guidance": _number(guidance, "guidance", low=0, high=100),
                 "sampler": sampler, "negative": (negative or "").strip() or None, "seed": _seed(seed)}
 
-    def _settings_text(self, settings: dict, command: str) -> tuple[str, str]:
+    def _settings_text(self, settings: dict, command: str, scores=()) -> tuple[str, str]:
         shown = dict(settings, model=self.model, sample_rate=self.pipe.sample_rate)
+        if scores:  # a result, not a setting: the kept waveforms' CLAP scores
+            shown["clap_scores"] = [round(float(x), 4) for x in scores]
         if self.device != "cpu" or self.dtype != "float32":
             shown.update(device=self.device, dtype=self.dtype)
         out = "out.wav" if command == "generate" else f"{command}.wav"
-        cmd = command_line(command, dict(settings, device=self.device, dtype=self.dtype), self.model, out)
+        cmd = command_line(command, dict(settings, device=self.device, dtype=self.dtype, clap=self.clap),
+                           self.model, out)
         return json.dumps(shown, indent=2, ensure_ascii=False), cmd
 
     def generate(self, prompt, negative, seconds, steps, guidance, seed, sampler, n, fmt, request=None,
-                 progress=None):
-        """Text to audio. Returns the player values (MAX_WAVEFORMS), downloads, pictures, settings, command."""
+                 progress=None, *, window="auto", overlap=OVERLAP_S, loop=False, candidates=1):
+        """Text to audio. Returns the player values (MAX_WAVEFORMS), downloads, pictures, settings, command.
+
+        window ("auto", "none" or seconds), overlap (seconds), loop: the long-form options
+        (:mod:`audioldm_core.longform`); candidates: best-of-N by CLAP score (needs the tower)."""
         import torch
 
+        from .longform import check_args
         from .plot import stack_pictures, write_spectrogram
 
         gr = _gradio()
         settings = {"prompt": _prompt(prompt), "seconds": _seconds(seconds),
                     "n": _number(n, "number of waveforms", low=1, high=MAX_WAVEFORMS, integer=True),
+                    "window": _window(window), "overlap": _number(overlap, "overlap", low=0, high=MAX_SECONDS),
+                    "loop": bool(loop),
+                    "candidates": _number(candidates if candidates not in (None, "") else 1, "candidates", low=1,
+                                          high=MAX_CANDIDATES, integer=True),
                     **self._common(steps, guidance, seed, sampler, negative)}
+        if settings["candidates"] != 1 and "candidates" not in self.caps:
+            from .rerank import NO_TOWER
+
+            raise InputError(NO_TOWER)
+        check_args(settings["seconds"], settings["window"], settings["overlap"], settings["loop"])
+
+        scores = []
 
         def work(session):
             gen = torch.Generator().manual_seed(settings["seed"])
+            extra = {"num_candidates": settings["candidates"]} if settings["candidates"] != 1 else {}
             out = self.pipe(settings["prompt"], audio_length_in_s=settings["seconds"],
                             num_inference_steps=settings["steps"], guidance_scale=settings["guidance"],
                             negative_prompt=settings["negative"], num_waveforms_per_prompt=settings["n"],
                             generator=gen, sampler=settings["sampler"], progress=False,
-                            callback=self._callback(session, settings["steps"], progress))
+                            callback=self._callback(session, settings["steps"], progress),
+                            window_s=settings["window"], overlap_s=settings["overlap"], loop=settings["loop"],
+                            **extra)
+            scores.extend(getattr(out, "scores", None) or [])
             return out.audios
 
         audios = self._run(request, work)
@@ -301,7 +371,7 @@ class WebApp:
             pictures.append(str(png))
         picture = pictures[0] if len(pictures) == 1 else \
             str(stack_pictures(Path(players[0]).with_name("audioldm-all.png"), pictures))
-        text, cmd = self._settings_text(settings, "generate")
+        text, cmd = self._settings_text(settings, "generate", scores)
         slots = [gr.Audio(value=players[k] if k < len(players) else None, visible=k < len(players))
                  for k in range(MAX_WAVEFORMS)]
         return (*slots, downloads, picture, text, cmd)
@@ -350,6 +420,39 @@ class WebApp:
         text, cmd = self._settings_text(settings, mode)
         return play, [download], str(png), text, cmd
 
+    def variation(self, path, prompt, text_weight, seconds, steps, guidance, seed, sampler, fmt, request=None,
+                  progress=None):
+        """A variation of one clip from its CLAP audio embedding (``pipe.variation``), optionally mixed
+        with a prompt at ``text_weight``. Returns player, downloads, picture, settings, command."""
+        import torch
+
+        from .plot import write_comparison
+
+        if "variation" not in self.caps:
+            from .rerank import NO_TOWER
+
+            raise InputError(NO_TOWER)
+        waveform, name = _input_audio(path)
+        text = _prompt(prompt, required=False) or None
+        settings = {"input": name, "prompt": text,
+                    "text_weight": _number(text_weight, "text weight", low=0, high=1),
+                    "seconds": _seconds(seconds), **self._common(steps, guidance, seed, sampler, None)}
+        del settings["negative"]  # a variation's unconditional side is the empty prompt
+
+        def work(session):
+            return self.pipe.variation(waveform, prompt=text, text_weight=settings["text_weight"],
+                                       audio_length_in_s=settings["seconds"], num_inference_steps=settings["steps"],
+                                       guidance_scale=settings["guidance"], sampler=settings["sampler"],
+                                       generator=torch.Generator().manual_seed(settings["seed"]), progress=False,
+                                       callback=self._callback(session, settings["steps"], progress)).audios[0]
+
+        audio = self._run(request, work)
+        play, download = self._write(audio, "variation", settings["seed"], fmt)
+        png = write_comparison(Path(play).with_suffix(".png"), waveform, audio, prompt=text, seed=settings["seed"],
+                               mode="variation")
+        info, cmd = self._settings_text(settings, "variation")
+        return play, [download], str(png), info, cmd
+
     def _edit_total(self, sampler: str, steps: int, strength: float) -> int:
         """Model evaluations an edit runs (its callback counts these)."""
         from .samplers import start_for_strength, timesteps_for
@@ -387,11 +490,12 @@ class WebApp:
                             getattr(self, tab.build)(gr)
         return page
 
-    def _controls(self, gr, key: str, *, prompt_label: str = "Prompt") -> dict:
+    def _controls(self, gr, key: str, *, prompt_label: str = "Prompt", negative: bool = True) -> dict:
         from .samplers import SAMPLERS
 
-        c = {"prompt": gr.Textbox(label=prompt_label, lines=2, elem_id=f"{key}-prompt"),
-             "negative": gr.Textbox(label="Negative prompt", elem_id=f"{key}-negative")}
+        c = {"prompt": gr.Textbox(label=prompt_label, lines=2, elem_id=f"{key}-prompt")}
+        if negative:
+            c["negative"] = gr.Textbox(label="Negative prompt", elem_id=f"{key}-negative")
         with gr.Row():
             c["steps"] = gr.Number(value=10, label="Steps", precision=0, elem_id=f"{key}-steps")
             c["guidance"] = gr.Number(value=2.5, label="Guidance", elem_id=f"{key}-guidance")
@@ -428,14 +532,24 @@ class WebApp:
         with gr.Row():
             seconds = gr.Number(value=5.0, label="Seconds", elem_id="text-seconds")
             n = gr.Number(value=1, label=f"Number of waveforms (1-{MAX_WAVEFORMS})", precision=0, elem_id="text-n")
+            candidates = gr.Number(value=1, label=f"Candidates per waveform, best kept by CLAP score "
+                                                  f"(1-{MAX_CANDIDATES})", precision=0, elem_id="text-candidates",
+                                   visible="candidates" in self.caps)
+        with gr.Row():  # long-form: windows merged at every step (MultiDiffusion); a loop wraps around
+            window = gr.Textbox(value="auto", label="Window: auto (10.24 s windows beyond 30.72 s), none, "
+                                                    "or seconds (a multiple of 0.04)", elem_id="text-window")
+            overlap = gr.Number(value=OVERLAP_S, label="Window overlap (s, a multiple of 0.04)", elem_id="text-overlap")
+            loop = gr.Checkbox(value=False, label="Loop seamlessly (at least one window long)", elem_id="text-loop")
         run, stop, *rest = self._outputs(gr, "text", players=MAX_WAVEFORMS)
 
-        def fn(prompt, negative, seconds, steps, guidance, seed, sampler, n, fmt, request: gr.Request,
-               progress=gr.Progress()):
-            return self.safe(self.generate, prompt, negative, seconds, steps, guidance, seed, sampler, n, fmt, request, progress)
+        def fn(prompt, negative, seconds, steps, guidance, seed, sampler, n, fmt, window, overlap, loop, candidates,
+               request: gr.Request, progress=gr.Progress()):
+            return self.safe(lambda: self.generate(prompt, negative, seconds, steps, guidance, seed, sampler, n, fmt,
+                                                   request, progress, window=window, overlap=overlap, loop=loop,
+                                                   candidates=candidates))
 
         self._wire(gr, run, stop, fn, [c["prompt"], c["negative"], seconds, c["steps"], c["guidance"], c["seed"],
-                                       c["sampler"], n, c["fmt"]], rest)
+                                       c["sampler"], n, c["fmt"], window, overlap, loop, candidates], rest)
 
     def _input(self, gr, key: str):
         return gr.Audio(label="Input audio (upload or record)", sources=["upload", "microphone"], type="filepath",
@@ -501,10 +615,28 @@ class WebApp:
         self._wire(gr, run, stop, fn, [src, c["prompt"], c["negative"], c["steps"], c["guidance"], c["seed"],
                                        c["sampler"], c["fmt"], cutoff], rest)
 
+    def _variation_tab(self, gr):
+        src = self._input(gr, "variation")
+        c = self._controls(gr, "variation", prompt_label="Prompt mixed in (optional)", negative=False)
+        with gr.Row():
+            weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Text weight (used with a prompt)",
+                               elem_id="variation-text-weight")
+            seconds = gr.Number(value=5.12, label="Seconds", elem_id="variation-seconds")
+        run, stop, *rest = self._outputs(gr, "variation")
+
+        def fn(path, prompt, text_weight, seconds, steps, guidance, seed, sampler, fmt, request: gr.Request,
+               progress=gr.Progress()):
+            return self.safe(self.variation, path, prompt, text_weight, seconds, steps, guidance, seed, sampler, fmt,
+                             request, progress)
+
+        self._wire(gr, run, stop, fn, [src, c["prompt"], weight, seconds, c["steps"], c["guidance"], c["seed"],
+                                       c["sampler"], c["fmt"]], rest)
+
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 7860, *, concurrency: int = 1, device: str = "cpu",
-          dtype: str = "float32", threads: Optional[int] = None) -> int:
-    """Load ``model`` once and serve the page at http://host:port until interrupted; returns 0."""
+          dtype: str = "float32", threads: Optional[int] = None, clap: Optional[str] = None) -> int:
+    """Load ``model`` once and serve the page at http://host:port until interrupted; returns 0.
+    clap: a CLAP audio file to attach (as ``from_pretrained(clap=...)``: candidates, not variation)."""
     import torch
 
     from .errors import SourceNotFoundError
@@ -519,10 +651,10 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 7860, *, concurrency:
         print(f"audioldm serve: WARNING: binding to {host}: anyone who can reach this address and port can use "
               "the model, upload audio files and download results; there is no login", file=sys.stderr)
     try:
-        pipe = AudioLDM.from_pretrained(model, device=device, dtype=getattr(torch, dtype))
+        pipe = AudioLDM.from_pretrained(model, device=device, dtype=getattr(torch, dtype), clap=clap)
     except SourceNotFoundError as e:
         raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
-    app = WebApp(pipe, model, concurrency=concurrency, device=device, dtype=dtype)
+    app = WebApp(pipe, model, concurrency=concurrency, device=device, dtype=dtype, clap=clap)
     page = app.build()
     page.queue(default_concurrency_limit=concurrency)
     print(f"audioldm serve: model {model} loaded; open http://{'[' + host + ']' if ':' in host else host}:{port}",

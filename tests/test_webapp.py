@@ -401,9 +401,10 @@ def test_capabilities_choose_the_tabs():
             pass
 
         inpaint = super_resolve = variation = transfer
+        clap_audio_source = "checkpoint"  # the model's own CLAP audio tower is attached
 
     assert capabilities(Text()) == {"text"}
-    assert capabilities(All()) == {"text", "transfer", "inpaint", "super_resolve", "variation"}
+    assert capabilities(All()) == {"text", "transfer", "inpaint", "super_resolve", "candidates", "variation"}
     assert {t.requires for t in TABS} <= capabilities(All())
 
 
@@ -420,3 +421,174 @@ def test_page_validation_messages():
     with pytest.raises(InputError, match="whole number"):
         _number(2.5, "steps", low=1, high=10, integer=True)
     assert 0 <= _seed(-1) < 2**31 and _seed(7) == 7
+
+
+# --- CLAP audio tower and long-form (no browser) -------------------------------------------------------
+
+def _tower():
+    """A test-size CLAP audio tower for `tiny` (as tests/test_rerank.py builds it)."""
+    import torch
+
+    from audioldm_core.htsat import HTSAT, ClapAudioConfig
+
+    torch.manual_seed(11)
+    m = HTSAT(ClapAudioConfig(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), projection_dim=16)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return m
+
+
+@pytest.fixture(scope="module")
+def tower_app(tmp_path_factory):
+    """A WebApp (no server) on `tiny` with a test-size tower attached as the model's own."""
+    _requirements_ui()
+    from audioldm_core.pipeline import AudioLDM
+    from audioldm_core.webapp import WebApp
+
+    pipe = AudioLDM.from_pretrained("tiny")
+    tower = _tower()
+    pipe.set_clap_audio(lambda: tower, "checkpoint")
+    return WebApp(pipe, "tiny", out_dir=tmp_path_factory.mktemp("app"))
+
+
+def _requirements_ui():
+    from conftest import require
+
+    for module in ("gradio", "matplotlib"):
+        try:
+            __import__(module)
+        except ImportError:
+            require("ui", f"{module} (the [ui] extra) is missing")
+
+
+def test_capabilities_follow_the_clap_tower():
+    from audioldm_core.pipeline import AudioLDM
+    from audioldm_core.webapp import capabilities
+
+    pipe = AudioLDM.from_pretrained("tiny")
+    assert capabilities(pipe) == {"text", "transfer", "inpaint", "super_resolve"}
+
+    def never():
+        raise AssertionError("capabilities() loaded the tower")
+
+    pipe.set_clap_audio(never, "external")  # another CLAP model: scores and re-ranks, no variations
+    assert capabilities(pipe) == {"text", "transfer", "inpaint", "super_resolve", "candidates"}
+    pipe.set_clap_audio(never, "checkpoint")
+    assert capabilities(pipe) == {"text", "transfer", "inpaint", "super_resolve", "candidates", "variation"}
+    pipe.set_clap_audio(None, None)
+    assert "variation" not in capabilities(pipe) and "candidates" not in capabilities(pipe)
+
+
+def test_page_shows_candidates_and_variation_only_with_a_tower(tower_app, tmp_path):
+    from audioldm_core.pipeline import AudioLDM
+    from audioldm_core.webapp import WebApp
+
+    def components(app):
+        page = app.build()
+        return {b.elem_id: b for b in page.blocks.values() if getattr(b, "elem_id", None)}
+
+    plain = components(WebApp(AudioLDM.from_pretrained("tiny"), "tiny", out_dir=tmp_path))
+    assert "variation-run" not in plain and plain["text-candidates"].visible is False
+    assert {"text-window", "text-overlap", "text-loop"} <= set(plain)
+    full = components(tower_app)
+    assert "variation-run" in full and full["text-candidates"].visible is True
+
+
+def test_command_line_has_the_long_form_and_clap_flags():
+    from audioldm_core.cli import build_parser
+    from audioldm_core.webapp import command_line
+
+    common = {"steps": 2, "guidance": 2.5, "sampler": "ddim", "seed": 9, "negative": None}
+    cmd = command_line("generate", dict(common, prompt="drums", seconds=1.28, n=1, candidates=3, window=0.64,
+                                        overlap=0.16, loop=True, clap="c.safetensors"), "tiny", "out.wav")
+    argv = shlex.split(cmd)
+    assert argv[argv.index("--candidates") + 1] == "3" and argv[argv.index("--window") + 1] == "0.64"
+    assert argv[argv.index("--overlap") + 1] == "0.16" and "--loop" in argv
+    args = build_parser().parse_args(argv[1:])
+    assert (args.candidates, args.window, args.overlap, args.loop, args.clap) == (3, 0.64, 0.16, True, "c.safetensors")
+    args = build_parser().parse_args(shlex.split(command_line(
+        "generate", dict(common, prompt="x", seconds=40, n=1, window=None), "tiny", "out.wav"))[1:])
+    assert args.window is None and args.overlap == 1.28 and not args.loop and args.candidates == 1
+    cmd = command_line("variation", dict(common, input="my clip.wav", prompt="birds", text_weight=0.25, seconds=0.64),
+                       "m.safetensors", "variation.wav")
+    argv = shlex.split(cmd)
+    assert argv[:3] == ["audioldm", "variation", "my clip.wav"] and "--spectrogram" not in argv
+    args = build_parser().parse_args(argv[1:])
+    assert (args.inputs, args.prompt, args.text_weight, args.seconds, args.seed, args.output) == \
+        ([Path("my clip.wav")], "birds", 0.25, 0.64, 9, "variation.wav")
+    argv = shlex.split(command_line("variation", dict(common, input="a.wav", prompt=None, text_weight=0.5, seconds=1),
+                                    "m.safetensors", "variation.wav"))
+    assert "--prompt" not in argv and "--text-weight" not in argv
+    build_parser().parse_args(argv[1:])
+
+
+def test_text_handler_candidates_and_loop(tower_app):
+    """The text tab's handler passes candidates and the long-form options to the pipeline: its audio
+    equals a direct call's, and the settings show the kept waveforms' CLAP scores."""
+    import json
+
+    import torch
+
+    app = tower_app
+    *players, files, picture, settings, cmd = app.generate("a dog", "", 0.64, 2, 2.5, 5, "ddim", 1, "wav",
+                                                           candidates=2)
+    web, _ = _decode(Path(files[0]).read_bytes())
+    want = app.pipe("a dog", audio_length_in_s=0.64, num_inference_steps=2, num_candidates=2, progress=False,
+                    generator=torch.Generator().manual_seed(5))
+    assert np.abs(web - want.audios[0]).max() < 1e-4  # 16-bit WAV
+    shown = json.loads(settings)
+    assert shown["candidates"] == 2 and np.allclose(shown["clap_scores"], want.scores, atol=1e-4)
+    assert "--candidates 2" in cmd
+    *_, files, _, settings, cmd = app.generate("waves", "", 1.28, 2, 2.5, 6, "ddim", 1, "wav", window="0.64",
+                                               overlap=0.16, loop=True)
+    web = _check_audio(Path(files[0]).read_bytes(), 1.28)
+    want = app.pipe("waves", audio_length_in_s=1.28, num_inference_steps=2, window_s=0.64, overlap_s=0.16, loop=True,
+                    progress=False, generator=torch.Generator().manual_seed(6)).audios[0]
+    assert np.abs(web - want).max() < 1e-4
+    assert "--window 0.64 --overlap 0.16 --loop" in cmd
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(window="0.65"), "not a whole number of latent frames"),
+    (dict(window="abc"), "window must be 'auto', 'none' or seconds"),
+    (dict(window="none", loop=True), "loop=True needs windows"),
+    (dict(window="auto", loop=True), "a loop must be at least one window long"),
+    (dict(overlap=0.64, window="0.64"), "must be longer than overlap"),
+    (dict(candidates=9), r"candidates must be in \[1, 8\]"),
+])
+def test_text_handler_refuses_bad_long_form_settings(tower_app, kwargs, msg):
+    from audioldm_core.errors import InputError
+
+    with pytest.raises(InputError, match=msg):
+        tower_app.generate("a dog", "", 1.28, 2, 2.5, 5, "ddim", 1, "wav", **kwargs)
+
+
+def test_variation_handler(tower_app, sine_wav, tmp_path):
+    """The variation tab's handler: its audio equals ``pipe.variation``'s with the same settings; the
+    picture is input and output side by side; without the model's own tower it refuses."""
+    import torch
+
+    from audioldm_core.audio import load_audio
+    from audioldm_core.errors import InputError
+    from audioldm_core.pipeline import AudioLDM
+    from audioldm_core.webapp import WebApp
+
+    app = tower_app
+    play, files, picture, settings, cmd = app.variation(str(sine_wav), "birds", 0.25, 0.64, 2, 2.5, 8, "ddim", "flac")
+    web = _check_audio(Path(files[0]).read_bytes(), 0.64)
+    want = app.pipe.variation(load_audio(sine_wav)[0], prompt="birds", text_weight=0.25, audio_length_in_s=0.64,
+                              num_inference_steps=2, progress=False,
+                              generator=torch.Generator().manual_seed(8)).audios[0]
+    assert np.abs(web - want).max() < 1e-4
+    img = _png(Path(picture).read_bytes())
+    _not_blank(img)
+    assert img.shape[1] > 2 * img.shape[0]
+    assert cmd.startswith("audioldm variation sine.wav --prompt birds --text-weight 0.25") and "--seed 8" in cmd
+    with pytest.raises(InputError, match="no input audio"):
+        app.variation(None, "", 0.5, 0.64, 2, 2.5, 8, "ddim", "wav")
+    plain = WebApp(AudioLDM.from_pretrained("tiny"), "tiny", out_dir=tmp_path)
+    with pytest.raises(InputError, match="no CLAP audio tower"):
+        plain.variation(str(sine_wav), "", 0.5, 0.64, 2, 2.5, 8, "ddim", "wav")
+    with pytest.raises(InputError, match="no CLAP audio tower"):
+        plain.generate("a dog", "", 0.64, 2, 2.5, 5, "ddim", 1, "wav", candidates=2)
