@@ -259,6 +259,32 @@ def test_text_to_audio_tab(page, tmp_path):
     assert (tmp_path / "cli-0.png").is_file()
 
 
+def test_text_to_audio_loop(page, tmp_path):
+    """Long-form controls through the browser: a loop of 1.28 s in windows of 0.64 s overlapping by
+    0.16 s; the audio is exactly the requested length and the shown command reproduces it."""
+    from audioldm_core.cli import main
+
+    assert page.page.locator("#text-candidates").count() == 0  # `tiny` has no CLAP audio tower
+    _form(page, "text", prompt="drum loop", steps=2, seed=4321)
+    page.fill("text-seconds", 1.28)
+    page.fill("text-window", 0.64)
+    page.fill("text-overlap", 0.16)
+    page.page.check("#text-loop input[type=checkbox]")
+    page.run("text")
+    page.wait_result("text", 4321)
+    (data,) = page.downloads("text")
+    web = _check_audio(data, 1.28)
+    assert '"loop": true' in page.text("#text-settings")
+    cmd = shlex.split(page.text("#text-command"))
+    assert cmd[cmd.index("--window") + 1] == "0.64" and cmd[cmd.index("--overlap") + 1] == "0.16" and "--loop" in cmd
+    out = tmp_path / "loop.wav"
+    cmd[cmd.index("-o") + 1] = str(out)
+    assert main(cmd[1:] + ["--no-progress"]) == 0
+    cli, _ = _decode(out.read_bytes())
+    assert np.array_equal(cli, web), f"max abs diff {np.abs(cli - web).max()}"
+    page.page.uncheck("#text-loop input[type=checkbox]")
+
+
 @pytest.mark.parametrize("key,tab", [("transfer", "Style transfer"), ("inpaint", "Inpainting"),
                                      ("superres", "Super-resolution")])
 def test_edit_tabs(page, tmp_path, sine_wav, key, tab):
