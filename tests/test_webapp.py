@@ -53,16 +53,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The base URL of an `audioldm serve --model tiny` subprocess on a free loopback port."""
-    _requirements()
+def _serve(model: str, folder: Path):
+    """Run `audioldm serve --model MODEL` on a free loopback port; yields its base URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = folder / "serve.log"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(ROOT),
                AUDIOLDM_TEST_THREADS=os.environ.get("AUDIOLDM_TEST_THREADS", "1"))
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "audioldm_core.cli", "serve", "--model", "tiny", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "audioldm_core.cli", "serve", "--model", model, "--port",
                                  str(port), "--threads", "1"], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -89,6 +87,39 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The base URL of an `audioldm serve --model tiny` subprocess on a free loopback port."""
+    _requirements()
+    yield from _serve("tiny", tmp_path_factory.mktemp("serve"))
+
+
+def tiny_with_tower(path: Path) -> Path:
+    """Write `tiny` plus a test-size CLAP audio tower (the optional component ``clap_audio``) as one
+    converted file, as audioldm-convert writes an original .ckpt with its tower."""
+    import json
+    from importlib import resources
+
+    from audioldm_core.checkpoint import save_checkpoint
+    from audioldm_core.clap_file import metadata_for
+    from audioldm_core.tiny import build_tiny
+
+    config, _, modules = build_tiny()
+    tokenizer = json.loads(resources.files("audioldm_core.configs").joinpath("tiny-tokenizer.json").read_text())
+    tower = _tower()
+    tensors = {c: m.state_dict() for c, m in modules.items()} | {"clap_audio": tower.state_dict()}
+    return save_checkpoint(path, tensors, config, tokenizer, {"source": "test: tiny with a CLAP audio tower"},
+                           extra_metadata=metadata_for(tower.cfg))
+
+
+@pytest.fixture(scope="module")
+def tower_server(tmp_path_factory):
+    """The base URL of `audioldm serve --model FILE`, FILE being `tiny` with a CLAP audio tower."""
+    _requirements()
+    folder = tmp_path_factory.mktemp("serve-tower")
+    yield from _serve(str(tiny_with_tower(folder / "tiny-clap.safetensors")), folder)
 
 
 @pytest.fixture(scope="module")
@@ -392,6 +423,46 @@ def test_stop_frees_the_model_at_the_next_step(page):
     _check_audio(page.downloads("text")[0], 1.0)
     messages = page.page.locator("[data-testid=toast-text]").all_inner_texts()
     assert set(messages) <= {"stopped"}, messages  # "stopped" shows when it arrives before the cancel
+
+
+def test_variation_tab_and_candidates_with_a_tower(browser, tower_server, sine_wav, tmp_path):
+    """A model file carrying the CLAP audio tower: the text tab offers candidates (the settings show
+    the CLAP scores) and the variation tab runs; its shown command reproduces its audio."""
+    from audioldm_core.cli import main
+
+    page = Page(browser, tower_server)
+    try:
+        _form(page, "text", prompt="a bell", steps=2, seed=77)
+        page.fill("text-seconds", 0.64)
+        page.fill("text-candidates", 2)
+        page.run("text")
+        page.wait_result("text", 77)
+        _check_audio(page.downloads("text")[0], 0.64)
+        assert '"clap_scores"' in page.text("#text-settings") and "--candidates 2" in page.text("#text-command")
+
+        page.tab("Variation")
+        page.upload("variation-input", sine_wav)
+        _form(page, "variation", prompt="birds", seed=88)
+        page.fill("variation-seconds", 0.64)
+        page.run("variation")
+        page.wait_result("variation", 88)
+        (data,) = page.downloads("variation")
+        web = _check_audio(data, 0.64)
+        (pic,) = page.pictures("variation")
+        img = _png(pic)
+        _not_blank(img)
+        assert img.shape[1] > 2 * img.shape[0]  # input and output side by side
+        _not_blank(page.screenshot(tmp_path / "variation.png"))
+        cmd = shlex.split(page.text("#variation-command"))
+        assert cmd[:3] == ["audioldm", "variation", "sine.wav"] and cmd[cmd.index("--prompt") + 1] == "birds"
+        cmd[2] = str(sine_wav)
+        out = tmp_path / "variation.wav"
+        cmd[cmd.index("-o") + 1] = str(out)
+        assert main(cmd[1:] + ["--no-progress"]) == 0
+        cli, _ = _decode(out.read_bytes())
+        assert np.array_equal(cli, web), f"max abs diff {np.abs(cli - web).max()}"
+    finally:
+        page.close()
 
 
 # --- without a browser ---------------------------------------------------------------------------------
