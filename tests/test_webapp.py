@@ -5,7 +5,13 @@ Each tab: fill the form, run, fetch the audio from the page's download link and 
 the requested length at 16 kHz, the spectrogram is a PNG, and a screenshot of the tab is not blank
 (saved under the test's tmp dir). Bad input shows one message and the page keeps working; two
 requests submitted at once both complete, in order; Stop frees the model at the next step; the page
-makes no request off this machine; the command line it shows reproduces its audio.
+makes no request off this machine; the command line it shows reproduces its audio. The long-form
+controls run a loop; a second server on a `tiny` file carrying a test-size CLAP audio tower shows
+candidates (with CLAP scores) and the variation tab, whose command line reproduces its audio.
+
+Without a browser: which tabs and controls a pipeline gets (with no tower, an external one, the
+model's own), the command lines with the new flags parse with the CLI's parser, and the text and
+variation handlers equal direct pipeline calls and refuse bad long-form settings.
 """
 
 import io
