@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="torch device (default cpu)")
     s.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype (default float32)")
     s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    s.add_argument("--clap", default=None,
+                   help="a CLAP audio file to attach (candidates and scores; variations need the model's own tower)")
     s.add_argument("--share", action="store_true", help=argparse.SUPPRESS)
     from .cli_clap import add_commands
 
@@ -374,7 +376,7 @@ def cmd_serve(args) -> int:
     from .webapp import serve
 
     return serve(model=args.model, host=args.host, port=args.port, concurrency=args.concurrency,
-                 device=args.device, dtype=args.dtype, threads=args.threads)
+                 device=args.device, dtype=args.dtype, threads=args.threads, clap=args.clap)
 
 
 def cmd_samplers(args) -> int:
