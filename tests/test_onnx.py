@@ -26,10 +26,11 @@ from reference import FULL_SIZE, reference_pipeline
 
 WAVE_TOL = 1e-4  # waveform, end to end (the bound; measured below it by 1-2 orders)
 # per component, max abs error relative to the output's peak (measured at full size: UNet 1e-6, VAE
-# decode 2.5e-6, VAE encode 1.5e-6, vocoder 2.4e-6, text tower 9e-8; random-weight text embeddings of
-# different prompts differ by only ~0.4%, so the text tower gets its own, tighter bound)
+# decode 2.5e-6, VAE encode 1.5e-6, vocoder 2.4e-6, text tower 1.3e-6 with the reference's fan-in scaled
+# text weights; random-weight text embeddings of different prompts differ by well under 1%, so the text
+# tower gets its own, tighter bound, still 100x below that contrast)
 COMP_TOL = 2e-5
-TOL = {"text": 1e-6}
+TOL = {"text": 5e-6}
 PROMPT = "a dog barks while rain falls on a tin roof"
 MEASURED: list[str] = []
 
