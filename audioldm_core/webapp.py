@@ -212,6 +212,8 @@ def command_line(command: str, settings: dict, model: str, output: str) -> str:
         args += ["--dtype", settings["dtype"]]
     if settings.get("clap"):
         args += ["--clap", settings["clap"]]
+    if settings.get("threads"):  # the thread count changes float sums, so it is part of reproducing the bits
+        args += ["--threads", str(settings["threads"])]
     args += ["-o", output]
     if command != "variation":  # `audioldm variation` writes no picture
         args.append("--spectrogram")
@@ -225,9 +227,10 @@ class WebApp:
     ``build()`` returns the ``gr.Blocks``; the caller launches it."""
 
     def __init__(self, pipe, model: str, *, concurrency: int = 1, out_dir: Optional[Path] = None,
-                 device: str = "cpu", dtype: str = "float32", clap: Optional[str] = None):
+                 device: str = "cpu", dtype: str = "float32", clap: Optional[str] = None,
+                 threads: Optional[int] = None):
         self.pipe = pipe
-        self.model, self.clap = model, clap
+        self.model, self.clap, self.threads = model, clap, threads
         self.device, self.dtype = device, dtype
         self.concurrency = int(concurrency)
         self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="audioldm-serve-"))
@@ -313,7 +316,8 @@ class WebApp:
         if self.device != "cpu" or self.dtype != "float32":
             shown.update(device=self.device, dtype=self.dtype)
         out = "out.wav" if command == "generate" else f"{command}.wav"
-        cmd = command_line(command, dict(settings, device=self.device, dtype=self.dtype, clap=self.clap),
+        cmd = command_line(command, dict(settings, device=self.device, dtype=self.dtype, clap=self.clap,
+                                                threads=self.threads),
                            self.model, out)
         return json.dumps(shown, indent=2, ensure_ascii=False), cmd
 
@@ -654,7 +658,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 7860, *, concurrency:
         pipe = AudioLDM.from_pretrained(model, device=device, dtype=getattr(torch, dtype), clap=clap)
     except SourceNotFoundError as e:
         raise SourceNotFoundError(f"{e}; for an offline demo use --model tiny (random weights)") from None
-    app = WebApp(pipe, model, concurrency=concurrency, device=device, dtype=dtype, clap=clap)
+    app = WebApp(pipe, model, concurrency=concurrency, device=device, dtype=dtype, clap=clap, threads=threads)
     page = app.build()
     page.queue(default_concurrency_limit=concurrency)
     print(f"audioldm serve: model {model} loaded; open http://{'[' + host + ']' if ':' in host else host}:{port}",

@@ -238,6 +238,17 @@ def _not_blank(img: np.ndarray) -> None:
     assert rgb.std() > 0.05 and len(np.unique((rgb * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The shown commands carry the server's ``--threads 1``; running them here must not change the
+    thread count of the tests that follow."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def page(browser, server):
     p = Page(browser, server)
@@ -287,6 +298,7 @@ def test_text_to_audio_tab(page, tmp_path):
     # the command line shown reproduces the same samples
     cmd = shlex.split(page.text("#text-command"))
     assert cmd[:3] == ["audioldm", "generate", "a dog barking"] and "--seed" in cmd
+    assert cmd[cmd.index("--threads") + 1] == "1"  # the server's thread count: it changes float sums
     out = tmp_path / "cli.flac"
     cmd[cmd.index("-o") + 1] = str(out)
     assert main(cmd[1:] + ["--no-progress"]) == 0
@@ -604,12 +616,14 @@ def test_command_line_has_the_long_form_and_clap_flags():
 
     common = {"steps": 2, "guidance": 2.5, "sampler": "ddim", "seed": 9, "negative": None}
     cmd = command_line("generate", dict(common, prompt="drums", seconds=1.28, n=1, candidates=3, window=0.64,
-                                        overlap=0.16, loop=True, clap="c.safetensors"), "tiny", "out.wav")
+                                        overlap=0.16, loop=True, clap="c.safetensors", threads=2), "tiny",
+                       "out.wav")
     argv = shlex.split(cmd)
     assert argv[argv.index("--candidates") + 1] == "3" and argv[argv.index("--window") + 1] == "0.64"
     assert argv[argv.index("--overlap") + 1] == "0.16" and "--loop" in argv
     args = build_parser().parse_args(argv[1:])
-    assert (args.candidates, args.window, args.overlap, args.loop, args.clap) == (3, 0.64, 0.16, True, "c.safetensors")
+    assert (args.candidates, args.window, args.overlap, args.loop, args.clap, args.threads) == \
+        (3, 0.64, 0.16, True, "c.safetensors", 2)
     args = build_parser().parse_args(shlex.split(command_line(
         "generate", dict(common, prompt="x", seconds=40, n=1, window=None), "tiny", "out.wav"))[1:])
     assert args.window is None and args.overlap == 1.28 and not args.loop and args.candidates == 1
