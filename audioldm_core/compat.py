@@ -80,6 +80,24 @@ def original_clip(latents: torch.Tensor) -> torch.Tensor:
     return latents
 
 
+def original_audio_prompt(waveform: np.ndarray, num_samples: int) -> np.ndarray:
+    """An audio prompt prepared as the original's audio-conditioned generation prepares it
+    (audioldm/audio/tools.py ``read_wav_file`` after loading, called by pipeline.py ``text_to_audio``
+    with int(duration * 102.4) * 160 samples, the generated length): waveform (n,) 16 kHz ->
+    (max(n, num_samples),) float32: mean removed and scaled to peak 0.5 (``normalize_wav``, float32),
+    zero-padded at the end to ``num_samples`` (``pad_wav``; a longer input stays whole, as its slice
+    there cuts the channel axis), scaled to peak 0.5 again (float64 once padded). A silent input is
+    returned unchanged (the front-end refuses it)."""
+    w = np.asarray(waveform, dtype=np.float32)
+    w = w - np.mean(w)
+    if not np.abs(w).max() > 0:
+        return np.asarray(waveform, dtype=np.float32)
+    w = w / (np.max(np.abs(w)) + 1e-8) * 0.5
+    if w.shape[0] < num_samples:
+        w = np.concatenate([w.astype(np.float64), np.zeros(num_samples - w.shape[0])])
+    return (w / np.max(np.abs(w)) * 0.5).astype(np.float32)
+
+
 # --- The original's zero-shot edits (audioldm/pipeline.py style_transfer, super_resolution_and_inpainting) ---
 #
 # Both run the original's DDIMSampler (audioldm/latent_diffusion/ddim.py) with eta 1.0 on its own

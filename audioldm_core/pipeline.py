@@ -116,6 +116,8 @@ class AudioLDM:
         :func:`~audioldm_core.layers.component_dtype` says per component); returns self."""
         for comp in COMPONENTS:
             getattr(self, comp).to(device=device, dtype=component_dtype(comp, dtype) if dtype else None)
+        if self._clap_audio is not None:  # a tower not built yet is built where the text tower is
+            self._clap_audio.to(**self._clap_audio_place())
         self._warn_slow_dtype()
         return self
 
@@ -176,10 +178,15 @@ class AudioLDM:
 
     @property
     def clap_audio(self) -> Optional[nn.Module]:
-        """The CLAP audio tower (:class:`~audioldm_core.htsat.HTSAT`) or None; loaded on first use."""
+        """The CLAP audio tower (:class:`~audioldm_core.htsat.HTSAT`) or None; loaded on first use, on
+        the text tower's device and dtype (and moved with it by :meth:`to`)."""
         if self._clap_audio is None and self._clap_audio_loader is not None:
-            self._clap_audio = self._clap_audio_loader()
+            self._clap_audio = self._clap_audio_loader().to(**self._clap_audio_place())
         return self._clap_audio
+
+    def _clap_audio_place(self) -> dict:
+        p = next(self.clap.parameters())
+        return {"device": p.device, "dtype": p.dtype}
 
     def clap_score(self, audios, prompts) -> list[float]:
         """CLAP text-audio cosine similarity per audio; see :func:`audioldm_core.rerank.clap_score`."""

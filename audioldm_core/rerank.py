@@ -19,6 +19,7 @@ of the same space (Liu et al. 2023, sec. 3). So:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .compat import compat_mode, original_audio_prompt
 from .errors import InputError
 
 AudioLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
@@ -175,7 +177,9 @@ def variation(pipe, audio, *, weights: Optional[Sequence[float]] = None, prompt:
               text_weight: float = 0.5, num_waveforms: int = 1, **kwargs) -> Any:
     """Generate from the CLAP audio embedding of ``audio`` (a path or 16 kHz array, or a list
     mixed by ``weights``); with ``prompt``, the text embedding is mixed in at ``text_weight``
-    (0..1). Other arguments as ``pipe(...)``. Returns what ``pipe(...)`` returns."""
+    (0..1). Other arguments as ``pipe(...)``; with ``compat="original"`` each clip is first prepared
+    as the original prepares its audio prompt (:func:`~audioldm_core.compat.original_audio_prompt`:
+    normalised, zero-padded to the generated length). Returns what ``pipe(...)`` returns."""
     t = tower(pipe)
     if getattr(pipe, "clap_audio_source", "checkpoint") != "checkpoint":
         raise InputError("this CLAP audio tower was attached from another CLAP model, whose embedding space is "
@@ -191,6 +195,10 @@ def variation(pipe, audio, *, weights: Optional[Sequence[float]] = None, prompt:
         (isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1) else list(audio)
     if not clips:
         raise InputError("no audio given")
+    if compat_mode(kwargs.get("compat", "diffusers")) == "original":
+        n = pipe.lengths(kwargs.get("audio_length_in_s"), True)[1] \
+            * math.prod(pipe.config.vocoder.upsample_rates)
+        clips = [original_audio_prompt(_waveform(c, i).numpy(), n) for i, c in enumerate(clips)]
     emb = mix(audio_embeds(pipe, clips), weights)
     if prompt is not None:
         text = pipe.prompt_encoder([prompt])[0].float().to(emb.device)

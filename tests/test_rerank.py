@@ -176,3 +176,20 @@ def test_cli_score_variation_candidates(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "x", "--model", "tiny", "--candidates", "0"])
     assert e.value.code == 2
+
+
+def test_to_moves_the_audio_tower():
+    """``pipe.to(dtype=...)`` casts a built tower; one not built yet is built in the text tower's
+    dtype (and device) on first use."""
+    p = AudioLDM.from_pretrained("tiny")
+    built = []
+    p.set_clap_audio(lambda: built.append(1) or _tower(), "checkpoint")
+    p.to(dtype=torch.float64)
+    assert not built  # still lazy
+    s64 = p.clap_score([_tone()], "a tone")
+    dtypes = {q.dtype for q in p.clap_audio.parameters()}
+    assert built == [1] and dtypes == {torch.float64}, dtypes
+    p.to(dtype=torch.float32)
+    assert {q.dtype for q in p.clap_audio.parameters()} == {torch.float32}
+    s32 = p.clap_score([_tone()], "a tone")
+    assert abs(s32[0] - s64[0]) < 1e-5 and built == [1], (s32, s64)
