@@ -29,6 +29,10 @@ def add_commands(sub, common) -> None:
     v.add_argument("--text-weight", type=float, default=0.5, help="weight of --prompt in [0, 1] (default 0.5)")
     v.add_argument("--seconds", type=float, default=5.12, help="audio length (default 5.12)")
     v.add_argument("-o", "--output", default="variation.wav", help="output file (default variation.wav)")
+    v.add_argument("--compat", choices=("diffusers", "original"), default="diffusers",
+                   help="diffusers (default): ours; original: the original AudioLDM's audio-conditioned generation "
+                        "(clips normalised and zero-padded to the length as it reads them, DDIM eta 1, its "
+                        "10%% swap to the empty prompt, its latent clip)")
     s = sub.add_parser("score", parents=[common], help="CLAP text-audio similarity of audio files (CLAP score)",
                        description="Score audio files against prompts with the CLAP audio tower: a folder written "
                                    "by `generate --prompts` (its manifest.jsonl gives each file's prompt), a "
@@ -113,7 +117,7 @@ def cmd_variation(args, load) -> int:
     res = pipe.variation(waves, weights=args.weights, prompt=args.prompt, text_weight=args.text_weight,
                          audio_length_in_s=args.seconds, num_inference_steps=args.steps,
                          guidance_scale=args.guidance, generator=torch.Generator().manual_seed(seed),
-                         sampler=args.sampler, progress=not args.no_progress)
+                         sampler=args.sampler, progress=not args.no_progress, compat=args.compat)
     write_audio(out, res.audios[0], pipe.sample_rate, fmt)
     print(f"wrote {out} ({res.audios.shape[1] / pipe.sample_rate:.2f} s); seed {seed}; "
           f"variation took {time.perf_counter() - t0:.1f} s")

@@ -324,6 +324,25 @@ def test_several_prompts_per_prompt_argmax(setup):
     assert torch.equal(cands[keep], ref), "the original's kept waveforms are not the rows it selected"
 
 
+def test_cli_variation_compat_original(setup, tmp_path):
+    """``audioldm variation --compat original`` writes what ``pipe.variation(..., compat="original")`` gives."""
+    from audioldm_core.audio import load_audio
+    from audioldm_core.cli import main
+
+    _, pipe, _, root = setup
+    clip, out = _clip(root, 0.8, 440.0, 1), tmp_path / "v.wav"
+    args = ["variation", str(clip), "--model", str(root / "tiny.safetensors"), "--compat", "original",
+            "--seconds", str(SECONDS), "--steps", str(STEPS), "--seed", "5", "--no-progress", "-o", str(out)]
+    assert main(args) == 0
+    want = pipe.variation(str(clip), compat="original", audio_length_in_s=SECONDS, num_inference_steps=STEPS,
+                          generator=torch.Generator().manual_seed(5), progress=False).audios[0]
+    err = np.abs(load_audio(out)[0] - want).max()
+    assert err <= 2 / 32768, f"max abs error {err:.2e} (16-bit file)"
+    plain = pipe.variation(str(clip), audio_length_in_s=SECONDS, num_inference_steps=STEPS,
+                           generator=torch.Generator().manual_seed(5), progress=False).audios[0]
+    assert np.abs(plain - want).max() > 100 / 32768  # compat matters
+
+
 @pytest.mark.parametrize("n", [8000, 20480, 30000])
 def test_audio_prompt_preparation_matches_original(n):
     """``compat.original_audio_prompt`` vs the original's normalize_wav + pad_wav + peak 0.5 for a clip
