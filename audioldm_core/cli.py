@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet (a one-time compilation cost per new length; see "
                              "benchmarks/RESULTS.md for what it gains on a CPU)")
-    common.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                        help="execution backend: torch (default) or onnxruntime (float32 CPU; graphs exported "
-                             "once and cached, see README; needs pip install 'audioldm-core[onnx]')")
+    common.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                        help="execution backend: torch (default), onnxruntime or openvino (float32 CPU; graphs "
+                             "exported once and cached, see README; needs pip install 'audioldm-core[onnx]' "
+                             "or 'audioldm-core[openvino]')")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_argument("--clap", default=None,
                         help="CLAP audio file (audioldm-convert laion/clap-htsat-unfused) for --candidates and score")

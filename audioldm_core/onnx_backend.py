@@ -1,9 +1,11 @@
-"""ONNX Runtime execution backend: our PyTorch modules exported to ONNX and run in ONNX Runtime.
+"""ONNX execution backends: our PyTorch modules exported to ONNX and run in ONNX Runtime or OpenVINO.
 
 The PyTorch modules stay the source of truth; this is an execution path, like ``AudioLDM.compile()``.
 :func:`apply` replaces ``pipe.clap``, ``pipe.unet``, ``pipe.vae`` and ``pipe.vocoder`` by thin
 modules with the same call signatures (:class:`OrtUNet`, :class:`OrtVAE`, :class:`OrtVocoder`,
-:class:`OrtTextEncoder`) whose forward runs an ONNX Runtime session; everything above the modules
+:class:`OrtTextEncoder`) whose forward runs a session of the exported graph in the chosen runtime
+(:data:`RUNTIMES`: an ONNX Runtime ``InferenceSession``, or an OpenVINO CPU compiled model at f32
+precision behind the same ``run(None, feeds)`` call); everything above the modules
 (samplers, guidance, edits) runs unchanged. Each wrapper keeps the eager module as ``.eager`` (its
 ``parameters()``, ``state_dict()`` and attributes are the eager module's).
 
@@ -21,10 +23,12 @@ Cache: one folder per graph under :func:`default_cache_dir` (``$AUDIOLDM_ONNX_CA
 the component's weights (content), the component, its plan, the export settings, the source of the
 model files and the torch/onnx versions. ``manifest.json`` holds the SHA-256 and size of every file
 of the entry; an entry whose files do not match it (truncated, corrupted, missing) is rebuilt with a
-warning, never loaded. Sessions use ``torch.get_num_threads()`` intra-op threads at creation
-(``--threads`` on the CLI sets it) unless ``threads`` is given.
+warning, never loaded. Both runtimes load the same cached entries (the runtime is not part of the
+key). Sessions use ``torch.get_num_threads()`` intra-op threads at creation (``--threads`` on the CLI
+sets it) unless ``threads`` is given.
 
-``onnxruntime`` and ``onnx`` (the ``[onnx]`` extra) are imported only here.
+``onnx`` with ``onnxruntime`` (the ``[onnx]`` extra) or with ``openvino`` (the ``[openvino]`` extra)
+are imported only here, each backend importing only its own runtime.
 """
 
 from __future__ import annotations
@@ -47,37 +51,48 @@ from .errors import InputError, MissingExtraError
 
 OPSET = 17
 CACHE_ENV = "AUDIOLDM_ONNX_CACHE"
-EXTRA = "pip install 'audioldm-core[onnx]'"
-BACKENDS = ("torch", "onnxruntime")
+# runtime (= backend name) -> what it imports and the extra that installs it
+RUNTIMES = {"onnxruntime": ("onnxruntime", "pip install 'audioldm-core[onnx]'"),
+            "openvino": ("openvino", "pip install 'audioldm-core[openvino]'")}
+BACKENDS = ("torch", *RUNTIMES)
 # The model source files whose code the graphs are traced from: any change re-exports.
 _MODEL_FILES = ("layers.py", "unet.py", "vae.py", "hifigan.py", "clap.py", "onnx_backend.py")
 _GRAPH_FILE, _DATA_FILE, _MANIFEST = "model.onnx", "model.onnx.data", "manifest.json"
 
 
-def _ort():
-    """Import onnxruntime and onnx, or raise the one error naming the extra."""
+def _runtime(name: str):
+    """Import ``onnx`` (to export) and the runtime ``name`` (a key of :data:`RUNTIMES`), or raise the one
+    error naming its extra; returns the runtime's module."""
+    import importlib
+
+    module, extra = RUNTIMES[name]
     try:
         import onnx  # noqa: F401
-        import onnxruntime
+        return importlib.import_module(module)
     except ImportError as e:
-        raise MissingExtraError(f"the onnxruntime backend needs onnxruntime and onnx: {EXTRA} "
+        raise MissingExtraError(f"the {name} backend needs {module} and onnx: {extra} "
                                 f"({e.name or e} is not installed)") from None
-    return onnxruntime
+
+
+def _ort():
+    """Import onnxruntime and onnx, or raise the one error naming the ``[onnx]`` extra."""
+    return _runtime("onnxruntime")
 
 
 def check_backend(backend: Any, *, device: Any = "cpu", dtype: torch.dtype = torch.float32,
                   compile: bool = False) -> None:
-    """Refuse, before any loading, a backend name other than :data:`BACKENDS`, and for "onnxruntime"
-    a device other than the CPU, a dtype other than float32, ``compile=True`` or a missing extra."""
+    """Refuse, before any loading, a backend name other than :data:`BACKENDS`, and for an ONNX backend
+    ("onnxruntime", "openvino") a device other than the CPU, a dtype other than float32,
+    ``compile=True`` or a missing extra."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}, got {backend!r}")
-    if backend != "onnxruntime":
+    if backend not in RUNTIMES:
         return
     if torch.device(device).type != "cpu" or dtype != torch.float32:
-        raise InputError(f"the onnxruntime backend runs float32 on the CPU, got dtype={dtype} on device={device!r}")
+        raise InputError(f"the {backend} backend runs float32 on the CPU, got dtype={dtype} on device={device!r}")
     if compile:
-        raise InputError("compile=True applies to the torch backend; give one of compile=True or backend='onnxruntime'")
-    _ort()
+        raise InputError(f"compile=True applies to the torch backend; give one of compile=True or backend={backend!r}")
+    _runtime(backend)
 
 
 def default_cache_dir() -> Path:
@@ -91,16 +106,24 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class SessionSettings:
-    """ONNX Runtime session options (not part of the cache key: they do not change the graph file).
+    """Session options (not part of the cache key: they do not change the graph file).
 
+    runtime: "onnxruntime" or "openvino" (:data:`RUNTIMES`).
     threads: intra-op threads (None: ``torch.get_num_threads()`` when the session is created).
-    optimization: ORT graph optimisation level, one of "disable", "basic", "extended", "all".
-    spinning: let idle intra-op threads spin between ops (ORT's default) or sleep.
+    optimization: ORT graph optimisation level, one of "disable", "basic", "extended", "all" (ORT only).
+    spinning: let idle intra-op threads spin between ops (ORT's default) or sleep (ORT only).
     """
 
     threads: Optional[int] = None
     optimization: str = "all"
     spinning: bool = True
+    runtime: str = "onnxruntime"
+
+    def create(self, path: Path):
+        """A session for the graph file ``path`` with ``run(None, feeds) -> [numpy outputs]``."""
+        if self.runtime == "openvino":
+            return OpenVINOSession(path, self.threads or torch.get_num_threads())
+        return _ort().InferenceSession(str(path), self.options(), providers=["CPUExecutionProvider"])
 
     def options(self):
         ort = _ort()
@@ -116,6 +139,22 @@ class SessionSettings:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         so.log_severity_level = 3
         return so
+
+
+class OpenVINOSession:
+    """An OpenVINO CPU compiled model behind ONNX Runtime's call: ``run(None, feeds)`` -> the outputs, as
+    numpy arrays, in the graph's output order. Precision is pinned to f32 (on CPUs with bf16 units
+    OpenVINO's default hint is bf16, which would break parity with the eager modules)."""
+
+    def __init__(self, path: Path, threads: int):
+        ov = _runtime("openvino")
+        self.compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(threads),
+                                                                   "INFERENCE_PRECISION_HINT": "f32"})
+        self._request = self.compiled.create_infer_request()
+
+    def run(self, output_names: None, feeds: dict) -> list[np.ndarray]:
+        result = self._request.infer(feeds)
+        return [result[port] for port in self.compiled.outputs]
 
 
 # --- plans: the length-dependent branches a traced graph fixes ----------------------------------------
@@ -382,23 +421,22 @@ class _OrtModule(nn.Module):
     def _check_runtime(self) -> None:
         p = next(self.eager.parameters())
         if p.device.type != "cpu" or p.dtype != torch.float32:
-            raise InputError(f"the onnxruntime backend runs float32 on the CPU; this {self.component} is "
+            raise InputError(f"the {self._settings.runtime} backend runs float32 on the CPU; this {self.component} is "
                              f"{p.dtype} on {p.device} (load without backend= to use another device or dtype)")
 
     def session(self, component: str, plan: tuple, example: Callable[[], tuple]):
-        """The ONNX Runtime session for ``component`` at ``plan`` (cached on disk, exported if needed)."""
+        """The session for ``component`` at ``plan`` (graph cached on disk, exported if needed)."""
         key = (component, plan)
         if key not in self._sessions:
             from .memory import release_clean_pages
 
-            ort = _ort()
+            _runtime(self._settings.runtime)
             if self._weights is None:
                 self._weights = weights_digest(self.eager)
             graph_key = self._cache.key(component, self._weights, plan)
             path = self._cache.get(_spec(component, self.eager), graph_key, example)
             self.graphs[key] = path
-            self._sessions[key] = ort.InferenceSession(str(path), self._settings.options(),
-                                                       providers=["CPUExecutionProvider"])
+            self._sessions[key] = self._settings.create(path)
             release_clean_pages(self.eager)  # the session holds its own copy of the weights
         return self._sessions[key]
 
@@ -508,21 +546,24 @@ _WRAPPERS = {"clap": OrtTextEncoder, "unet": OrtUNet, "vae": OrtVAE, "vocoder": 
 
 def apply(pipe, cache_dir: Union[str, os.PathLike, None] = None, threads: Optional[int] = None,
           components: Sequence[str] = ("clap", "unet", "vae", "vocoder"), **session: Any):
-    """Run ``pipe``'s components on ONNX Runtime (in place; returns ``pipe``).
+    """Run ``pipe``'s components on ONNX Runtime, or OpenVINO with ``runtime="openvino"`` (in place;
+    returns ``pipe``).
 
-    Each named component (``clap``, ``unet``, ``vae``, ``vocoder``) is replaced by its ONNX Runtime
-    wrapper; graphs are exported or loaded from the cache on first use at each plan. cache_dir:
-    default :func:`default_cache_dir`. threads: intra-op threads (default ``torch.get_num_threads()``
-    when a session is created). ``session``: further :class:`SessionSettings` fields.
+    Each named component (``clap``, ``unet``, ``vae``, ``vocoder``) is replaced by its wrapper; graphs
+    are exported or loaded from the cache on first use at each plan. cache_dir: default
+    :func:`default_cache_dir`. threads: intra-op threads (default ``torch.get_num_threads()`` when a
+    session is created). ``session``: further :class:`SessionSettings` fields (``runtime``, ...).
     """
-    _ort()
+    settings = SessionSettings(threads=threads, **session)
+    if settings.runtime not in RUNTIMES:
+        raise InputError(f"runtime must be one of {sorted(RUNTIMES)}, got {settings.runtime!r}")
+    _runtime(settings.runtime)
     bad = sorted(set(components) - set(_WRAPPERS))
     if bad:
         raise InputError(f"unknown components {bad}; accepted: {sorted(_WRAPPERS)}")
     if pipe.device.type != "cpu" or pipe.dtype != torch.float32:
-        raise InputError(f"the onnxruntime backend runs float32 on the CPU, got {pipe.dtype} on {pipe.device}")
+        raise InputError(f"the {settings.runtime} backend runs float32 on the CPU, got {pipe.dtype} on {pipe.device}")
     cache = GraphCache(cache_dir)
-    settings = SessionSettings(threads=threads, **session)
     for comp in components:
         current = getattr(pipe, comp)
         if isinstance(current, _OrtModule):
@@ -540,5 +581,5 @@ def exports(pipe) -> int:
     return sum(c.exports for c in caches.values())
 
 
-__all__ = ["BACKENDS", "GraphCache", "check_backend", "OrtTextEncoder", "OrtUNet", "OrtVAE", "OrtVocoder", "SessionSettings",
+__all__ = ["BACKENDS", "RUNTIMES", "GraphCache", "OpenVINOSession", "check_backend", "OrtTextEncoder", "OrtUNet", "OrtVAE", "OrtVocoder", "SessionSettings",
            "apply", "default_cache_dir", "exports", "unet_plan", "vae_plan", "weights_digest"]

@@ -75,9 +75,10 @@ class AudioLDM:
         compile: run :meth:`compile` on the result.
         clap: a CLAP audio file (``audioldm-convert laion/clap-htsat-unfused``) to score and re-rank
             with (:mod:`audioldm_core.rerank`); loaded on first use.
-        backend: "torch" (default) or "onnxruntime": the components run as ONNX Runtime sessions of
-            graphs exported from these modules and cached on disk (float32, CPU; extra ``[onnx]``);
-            ``backend_options`` go to :func:`audioldm_core.onnx_backend.apply` (``cache_dir``, ``threads``).
+        backend: "torch" (default), "onnxruntime" or "openvino": the components run as ONNX Runtime
+            (extra ``[onnx]``) or OpenVINO (extra ``[openvino]``) sessions of graphs exported from these
+            modules and cached on disk (float32, CPU); ``backend_options`` go to
+            :func:`audioldm_core.onnx_backend.apply` (``cache_dir``, ``threads``).
         """
         from . import onnx_backend
 
@@ -90,8 +91,8 @@ class AudioLDM:
         if clap is not None:
             attach(pipe, clap)
         pipe._warn_slow_dtype()
-        if backend == "onnxruntime":
-            return onnx_backend.apply(pipe, **(backend_options or {}))
+        if backend in onnx_backend.RUNTIMES:
+            return onnx_backend.apply(pipe, **{**(backend_options or {}), "runtime": backend})
         return pipe.compile() if compile else pipe
 
     def compile(self, **options: Any) -> "AudioLDM":
