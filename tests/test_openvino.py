@@ -21,7 +21,7 @@ import torch
 
 from audioldm_core import AudioLDM
 from audioldm_core.errors import InputError, MissingExtraError
-from audioldm_core.onnx_backend import OpenVINOSession
+from audioldm_core.onnx_backend import OpenVINOSession, unet_plan
 from conftest import require
 from test_onnx import COMP_TOL, TOL, WAVE_TOL, component_cases, exports, generate, rel_err
 
@@ -110,6 +110,53 @@ def test_threads_and_precision_of_the_compiled_models(converted_file, ov_tiny):
         (sess,) = pipe.vocoder._sessions.values()
         assert int(sess.compiled.get_property("INFERENCE_NUM_THREADS")) == n
         assert str(sess.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
+
+
+def test_cli_generates_from_the_cached_graphs(converted_file, ov_tiny, tmp_path):
+    import soundfile as sf
+
+    from test_onnx import PROMPT
+
+    cache, _, warm = ov_tiny
+    entries = sorted(p.name for p in cache.iterdir())
+    out = tmp_path / "o.wav"
+    r = subprocess.run([sys.executable, "-m", "audioldm_core.cli", "generate", PROMPT, "--model",
+                        str(converted_file("tiny")), "--backend", "openvino", "--threads", "1", "--seconds", "5.12",
+                        "--steps", "3", "--seed", "0", "--no-progress", "-o", str(out)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "AUDIOLDM_ONNX_CACHE": str(cache)})
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in cache.iterdir()) == entries, "the CLI must run the cached graphs, not export"
+    data, rate = sf.read(out, dtype="float32")
+    api = generate(warm)[0]
+    rel_err(f"openvino CLI wav ({sf.info(out).subtype}) vs API", api, data, 1.0)
+    step = 1 / 32768 if sf.info(out).subtype == "PCM_16" else 0.0
+    assert rate == 16000 and float(np.abs(data - api).max()) <= step + WAVE_TOL
+
+
+@torch.no_grad()
+def test_f32_hint_is_what_keeps_parity(ov_tiny):
+    """Contrast for the precision hint: the same UNet graph compiled with OpenVINO's default hint. On CPUs
+    with bf16 units (AVX-512-BF16, AMX) that default is bf16 and moves the output far beyond the
+    tolerance; elsewhere the default is f32 and the two agree."""
+    import openvino as ov
+
+    _, eager, pipe = ov_tiny
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, eager.config.unet.in_channels, 32, 16, generator=g)
+    emb = torch.nn.functional.normalize(torch.randn(2, eager.config.clap.projection_dim, generator=g), dim=-1)
+    a, ours = eager.unet(x, 500, emb), pipe.unet(x, 500, emb)
+    rel_err("openvino tiny unet, f32 hint", a, ours, COMP_TOL)
+    graph = pipe.unet.graphs[("unet", unet_plan(eager.unet, 32, 16))]
+    default = ov.Core().compile_model(str(graph), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    out = default.create_infer_request().infer({"x": x.numpy(), "t": np.full(2, 500, np.float32),
+                                                "class_emb": emb.numpy()})[default.outputs[0]]
+    hint = str(default.get_property("INFERENCE_PRECISION_HINT"))
+    err = float((a - torch.from_numpy(out)).abs().max() / a.abs().max())
+    print(f"\nopenvino tiny unet, default hint {hint}: rel err {err:.2e}")
+    if "bf16" in hint or "bfloat16" in hint:
+        assert err > 100 * COMP_TOL, f"the bf16 default moved the UNet output by only {err:.2e}"
+    else:
+        assert err <= COMP_TOL, f"default hint {hint}: rel err {err:.2e}"
 
 
 # --- errors --------------------------------------------------------------------------------------------
