@@ -55,6 +55,9 @@ CACHE_ENV = "AUDIOLDM_ONNX_CACHE"
 RUNTIMES = {"onnxruntime": ("onnxruntime", "pip install 'audioldm-core[onnx]'"),
             "openvino": ("openvino", "pip install 'audioldm-core[openvino]'")}
 BACKENDS = ("torch", *RUNTIMES)
+# ONNX Runtime graph optimisation levels by name
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
 # The model source files whose code the graphs are traced from: any change re-exports.
 _MODEL_FILES = ("layers.py", "unet.py", "vae.py", "hifigan.py", "clap.py", "onnx_backend.py")
 _GRAPH_FILE, _DATA_FILE, _MANIFEST = "model.onnx", "model.onnx.data", "manifest.json"
@@ -80,19 +83,40 @@ def _ort():
 
 
 def check_backend(backend: Any, *, device: Any = "cpu", dtype: torch.dtype = torch.float32,
-                  compile: bool = False) -> None:
+                  compile: bool = False, options: Optional[dict] = None) -> None:
     """Refuse, before any loading, a backend name other than :data:`BACKENDS`, and for an ONNX backend
     ("onnxruntime", "openvino") a device other than the CPU, a dtype other than float32,
-    ``compile=True`` or a missing extra."""
+    ``compile=True``, options :func:`check_options` refuses, or a missing extra."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}, got {backend!r}")
     if backend not in RUNTIMES:
+        if options:
+            raise InputError(f"backend_options apply to the {' and '.join(RUNTIMES)} backends, not to {backend!r}")
         return
+    check_options(backend, options or {})
     if torch.device(device).type != "cpu" or dtype != torch.float32:
         raise InputError(f"the {backend} backend runs float32 on the CPU, got dtype={dtype} on device={device!r}")
     if compile:
         raise InputError(f"compile=True applies to the torch backend; give one of compile=True or backend={backend!r}")
     _runtime(backend)
+
+
+def check_options(runtime: str, options: dict) -> None:
+    """Refuse ``backend_options`` the ``runtime`` backend does not take: it takes ``cache_dir``,
+    ``threads`` (a positive int) and ``components``; ONNX Runtime also ``optimization`` (one of
+    "disable", "basic", "extended", "all") and ``spinning``. The runtime is chosen by ``backend=``."""
+    ort_only = {"optimization", "spinning"}
+    accepted = {"cache_dir", "threads", "components"} | (ort_only if runtime == "onnxruntime" else set())
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        extra = "" if runtime == "onnxruntime" else " (optimization and spinning are ONNX Runtime's)"
+        raise InputError(f"backend_options {unknown} do not apply to the {runtime} backend; it takes "
+                         f"{', '.join(sorted(accepted))}{extra}; choose the runtime with backend=")
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
+    if options.get("optimization", "all") not in _LEVELS:
+        raise InputError(f"optimization must be one of {', '.join(_LEVELS)}, got {options['optimization']!r}")
 
 
 def default_cache_dir() -> Path:
@@ -127,12 +151,8 @@ class SessionSettings:
 
     def options(self):
         ort = _ort()
-        levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
         so = ort.SessionOptions()
-        so.graph_optimization_level = levels[self.optimization]
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[self.optimization])
         so.intra_op_num_threads = self.threads or torch.get_num_threads()
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -554,9 +574,11 @@ def apply(pipe, cache_dir: Union[str, os.PathLike, None] = None, threads: Option
     :func:`default_cache_dir`. threads: intra-op threads (default ``torch.get_num_threads()`` when a
     session is created). ``session``: further :class:`SessionSettings` fields (``runtime``, ...).
     """
-    settings = SessionSettings(threads=threads, **session)
-    if settings.runtime not in RUNTIMES:
-        raise InputError(f"runtime must be one of {sorted(RUNTIMES)}, got {settings.runtime!r}")
+    runtime = session.pop("runtime", "onnxruntime")
+    if runtime not in RUNTIMES:
+        raise InputError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
+    check_options(runtime, dict(session, threads=threads))
+    settings = SessionSettings(threads=threads, runtime=runtime, **session)
     _runtime(settings.runtime)
     bad = sorted(set(components) - set(_WRAPPERS))
     if bad:
@@ -581,5 +603,5 @@ def exports(pipe) -> int:
     return sum(c.exports for c in caches.values())
 
 
-__all__ = ["BACKENDS", "RUNTIMES", "GraphCache", "OpenVINOSession", "check_backend", "OrtTextEncoder", "OrtUNet", "OrtVAE", "OrtVocoder", "SessionSettings",
+__all__ = ["BACKENDS", "RUNTIMES", "GraphCache", "OpenVINOSession", "check_backend", "check_options", "OrtTextEncoder", "OrtUNet", "OrtVAE", "OrtVocoder", "SessionSettings",
            "apply", "default_cache_dir", "exports", "unet_plan", "vae_plan", "weights_digest"]

@@ -82,7 +82,7 @@ class AudioLDM:
         """
         from . import onnx_backend
 
-        onnx_backend.check_backend(backend, device=device, dtype=dtype, compile=compile)
+        onnx_backend.check_backend(backend, device=device, dtype=dtype, compile=compile, options=backend_options)
         parts = load_parts(source, device=device, dtype=dtype, revision=revision, variant=variant)
         pipe = cls(parts.config, parts.tokenizer, source=parts.source, **parts.modules)
         from .rerank import attach, attach_own
@@ -92,7 +92,7 @@ class AudioLDM:
             attach(pipe, clap)
         pipe._warn_slow_dtype()
         if backend in onnx_backend.RUNTIMES:
-            return onnx_backend.apply(pipe, **{**(backend_options or {}), "runtime": backend})
+            return onnx_backend.apply(pipe, **(backend_options or {}), runtime=backend)
         return pipe.compile() if compile else pipe
 
     def compile(self, **options: Any) -> "AudioLDM":

@@ -243,6 +243,17 @@ def test_bad_backend_arguments():
         AudioLDM.from_pretrained("tiny", backend="onnxruntime", dtype=torch.bfloat16)
     with pytest.raises(InputError, match="compile"):
         AudioLDM.from_pretrained("tiny", backend="onnxruntime", compile=True)
+    # backend options are checked before loading: a missing source would raise otherwise
+    missing = "/nonexistent/model.safetensors"
+    cases = [("torch", {"threads": 2}, "apply to the onnxruntime and openvino backends"),
+             ("onnxruntime", {"thread": 2}, r"\['thread'\] do not apply to the onnxruntime backend"),
+             ("onnxruntime", {"runtime": "openvino"}, "choose the runtime with backend="),
+             ("onnxruntime", {"threads": 0}, "threads must be a positive integer"),
+             ("onnxruntime", {"optimization": "max"}, "optimization must be one of"),
+             ("openvino", {"spinning": False}, "optimization and spinning are ONNX Runtime's")]
+    for backend, options, msg in cases:
+        with pytest.raises(InputError, match=msg):
+            AudioLDM.from_pretrained(missing, backend=backend, backend_options=options)
 
 
 def test_backend_refuses_a_moved_model(converted_file, tmp_path):
@@ -286,7 +297,23 @@ def test_full_size_parity(name, converted_file, tmp_path):
     MEASURED.append(line)
     print("\n" + line)
     assert err <= WAVE_TOL, line
-    del eager, ort
+    del ort
+    gc.collect()
+    if every:  # the same cached graphs under OpenVINO (backend="openvino"): no second export
+        if importlib.util.find_spec("openvino") is None:
+            require("openvino", "openvino is missing (the [openvino] extra)")
+        else:
+            ov = AudioLDM.from_pretrained(path, backend="openvino", backend_options={"cache_dir": tmp_path})
+            for label, x, y, _ in component_cases(eager, ov, 128, batch=1):
+                rel_err(f"{name} openvino {label}", x, y, TOL.get(label, COMP_TOL))
+            c = generate(ov, steps=2)
+            err = float(np.abs(a - c).max())
+            line = f"{name} openvino end to end 5.12 s, 2 steps: max abs err {err:.2e}"
+            MEASURED.append(line)
+            assert err <= WAVE_TOL, line
+            assert exports(ov) == 0, "OpenVINO exported again instead of loading the cached graphs"
+            del ov
+    del eager
     gc.collect()
 
 
