@@ -225,24 +225,31 @@ def test_missing_extra_is_one_clear_error(monkeypatch, tmp_path):
         AudioLDM.from_pretrained("tiny", backend="onnxruntime")
 
 
-def test_missing_extra_cli_exits_2(tmp_path):
-    code = ("import sys; sys.modules['onnxruntime'] = None; from audioldm_core.cli import main; "
-            f"sys.exit(main(['generate', 'x', '--model', 'tiny', '--backend', 'onnxruntime', "
+def cli_refuses_missing_extra(tmp_path, module: str, backend: str, extra: str) -> None:
+    """``audioldm generate --backend BACKEND`` with ``module`` unimportable: exit 2, one error line
+    naming ``audioldm-core[EXTRA]``, no output file."""
+    code = (f"import sys; sys.modules[{module!r}] = None; from audioldm_core.cli import main; "
+            f"sys.exit(main(['generate', 'x', '--model', 'tiny', '--backend', {backend!r}, "
             f"'-o', r'{tmp_path / 'o.wav'}']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     errors = [line for line in r.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and "audioldm-core[onnx]" in errors[0], r.stderr
+    assert len(errors) == 1 and f"audioldm-core[{extra}]" in errors[0], r.stderr
     assert not (tmp_path / "o.wav").exists()
 
 
-def test_bad_backend_arguments():
+def test_missing_extra_cli_exits_2(tmp_path):
+    cli_refuses_missing_extra(tmp_path, "onnxruntime", "onnxruntime", "onnx")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_bad_backend_arguments(backend):
     with pytest.raises(InputError, match="backend must be one of"):
         AudioLDM.from_pretrained("tiny", backend="tensorrt")
-    with pytest.raises(InputError, match="float32 on the CPU"):
-        AudioLDM.from_pretrained("tiny", backend="onnxruntime", dtype=torch.bfloat16)
+    with pytest.raises(InputError, match=f"{backend} backend runs float32 on the CPU"):
+        AudioLDM.from_pretrained("tiny", backend=backend, dtype=torch.bfloat16)
     with pytest.raises(InputError, match="compile"):
-        AudioLDM.from_pretrained("tiny", backend="onnxruntime", compile=True)
+        AudioLDM.from_pretrained("tiny", backend=backend, compile=True)
     # backend options are checked before loading: a missing source would raise otherwise
     missing = "/nonexistent/model.safetensors"
     cases = [("torch", {"threads": 2}, "apply to the onnxruntime and openvino backends"),

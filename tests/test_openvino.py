@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from audioldm_core import AudioLDM
-from audioldm_core.errors import InputError, MissingExtraError
+from audioldm_core.errors import MissingExtraError
 from audioldm_core.onnx_backend import OpenVINOSession, unet_plan
 from conftest import require
-from test_onnx import COMP_TOL, TOL, WAVE_TOL, component_cases, exports, generate, rel_err
+from test_onnx import (COMP_TOL, TOL, WAVE_TOL, cli_refuses_missing_extra, component_cases, exports, generate,
+                       rel_err)
 
 
 @pytest.fixture(autouse=True)
@@ -169,18 +170,4 @@ def test_missing_extra_is_one_clear_error(monkeypatch, tmp_path, module):
 
 
 def test_missing_extra_cli_exits_2(tmp_path):
-    code = ("import sys; sys.modules['openvino'] = None; from audioldm_core.cli import main; "
-            f"sys.exit(main(['generate', 'x', '--model', 'tiny', '--backend', 'openvino', "
-            f"'-o', r'{tmp_path / 'o.wav'}']))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2, r.stderr
-    errors = [line for line in r.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and "audioldm-core[openvino]" in errors[0], r.stderr
-    assert not (tmp_path / "o.wav").exists()
-
-
-def test_bad_backend_arguments():
-    with pytest.raises(InputError, match="openvino backend runs float32 on the CPU"):
-        AudioLDM.from_pretrained("tiny", backend="openvino", dtype=torch.bfloat16)
-    with pytest.raises(InputError, match="compile"):
-        AudioLDM.from_pretrained("tiny", backend="openvino", compile=True)
+    cli_refuses_missing_extra(tmp_path, "openvino", "openvino", "openvino")

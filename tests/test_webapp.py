@@ -40,11 +40,7 @@ RESULT_TIMEOUT = 120_000  # ms; a tiny-model request takes a few seconds
 def _requirements():
     from conftest import require
 
-    for module in ("gradio", "matplotlib"):
-        try:
-            __import__(module)
-        except ImportError:
-            require("ui", f"{module} (the [ui] extra) is missing")
+    _requirements_ui()
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
