@@ -373,6 +373,15 @@ def print_table(res: dict) -> None:
           ", ".join(f"{k:g} s: {v:.2e}" for k, v in res["max_abs_diff"].items()))
 
 
+def write_results(res: dict, out, default_name: str) -> Path:
+    """Write ``res`` as JSON to ``out`` (default ``benchmarks/results/<default_name>``); returns the path."""
+    out = Path(out) if out else HERE / "results" / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str))
+    print(f"wrote {out}")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny model, one counted run (CI smoke test)")
@@ -393,10 +402,7 @@ def main(argv=None) -> int:
         return 0
     res = run(args)
     print_table(res)
-    out = Path(args.out) if args.out else HERE / "results" / f"{res['model']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results(res, args.out, f"{res['model']}.json")
     return 0
 
 

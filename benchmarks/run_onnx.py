@@ -40,7 +40,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import PROMPT, REPO, build_folder, convert, load_ours, load_ref, summary  # noqa: E402
+from run import PROMPT, REPO, build_folder, convert, load_ours, load_ref, summary, write_results  # noqa: E402
 
 PEERS = ("diffusers", "diffusers-ort")
 
@@ -308,10 +308,7 @@ def main(argv=None) -> int:
         return 0
     res = run(args)
     print_table(res)
-    out = Path(args.out) if args.out else HERE / "results" / f"onnx-{res['model']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results(res, args.out, f"onnx-{res['model']}.json")
     return 0
 
 
