@@ -210,13 +210,18 @@ def compare_all(model, conv, label: str, frames: int = 32) -> dict[str, tuple[fl
     return errs
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("original")
+def tiny_release(root: Path):
+    """The original's tiny model, its release ``.ckpt`` and a tokenizer folder under ``root``:
+    (model, ckpt path, tokenizer folder)."""
     model = build_original("tiny")
     ckpt = save_release_ckpt(model, root / "audioldm-tiny.ckpt")
     write_tokenizer_files(root / "tok")
     return model, ckpt, root / "tok"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_release(tmp_path_factory.mktemp("original"))
 
 
 def test_tiny_parity(tiny):

@@ -54,7 +54,7 @@ from audioldm_core.compat import original_audio_prompt, original_swap_mask
 from audioldm_core.pipeline import AudioLDM
 from test_clap_audio import AUDIO_CFG, _original_root, original_get_audio_features, original_htsat_module, \
     torchaudio_resample
-from test_convert_original import build_original, save_release_ckpt, use_ema
+from test_convert_original import tiny_release, use_ema
 
 STEPS = 5  # divides 1000: the original's DDIM timesteps are diffusers' (compat only changes eta/swap/clip)
 GUIDANCE = 2.5
@@ -138,13 +138,10 @@ def _conditioner_class(clap, tok_dir: Path):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from convert.core import convert_to_file
-    from reference import write_tokenizer_files
 
     root = tmp_path_factory.mktemp("rerank_original")
-    model = build_original("tiny")
-    ckpt = save_release_ckpt(model, root / "audioldm-tiny.ckpt")
-    write_tokenizer_files(root / "tok")
-    convert_to_file(str(ckpt), root / "tiny.safetensors", tokenizer=str(root / "tok"))
+    model, ckpt, tok = tiny_release(root)
+    convert_to_file(str(ckpt), root / "tiny.safetensors", tokenizer=str(tok))
     pipe = AudioLDM.from_pretrained(root / "tiny.safetensors")
     assert pipe.clap_audio_source == "checkpoint"
     use_ema(model)  # what generate_sample's ema_scope does (its copy_to refuses the frozen parameters)
