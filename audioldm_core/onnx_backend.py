@@ -112,6 +112,9 @@ def check_options(runtime: str, options: dict) -> None:
         extra = "" if runtime == "onnxruntime" else " (optimization and spinning are ONNX Runtime's)"
         raise InputError(f"backend_options {unknown} do not apply to the {runtime} backend; it takes "
                          f"{', '.join(sorted(accepted))}{extra}; choose the runtime with backend=")
+    bad = sorted(set(options.get("components", ())) - set(_WRAPPERS))
+    if bad:
+        raise InputError(f"unknown components {bad}; accepted: {sorted(_WRAPPERS)}")
     threads = options.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer, got {threads!r}")
@@ -577,12 +580,9 @@ def apply(pipe, cache_dir: Union[str, os.PathLike, None] = None, threads: Option
     runtime = session.pop("runtime", "onnxruntime")
     if runtime not in RUNTIMES:
         raise InputError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
-    check_options(runtime, dict(session, threads=threads))
+    check_options(runtime, dict(session, threads=threads, components=components))
     settings = SessionSettings(threads=threads, runtime=runtime, **session)
     _runtime(settings.runtime)
-    bad = sorted(set(components) - set(_WRAPPERS))
-    if bad:
-        raise InputError(f"unknown components {bad}; accepted: {sorted(_WRAPPERS)}")
     if pipe.device.type != "cpu" or pipe.dtype != torch.float32:
         raise InputError(f"the {settings.runtime} backend runs float32 on the CPU, got {pipe.dtype} on {pipe.device}")
     cache = GraphCache(cache_dir)

@@ -250,13 +250,17 @@ def test_bad_backend_arguments(backend):
         AudioLDM.from_pretrained("tiny", backend=backend, dtype=torch.bfloat16)
     with pytest.raises(InputError, match="compile"):
         AudioLDM.from_pretrained("tiny", backend=backend, compile=True)
-    # backend options are checked before loading: a missing source would raise otherwise
+
+
+def test_backend_options_are_checked_before_loading():
+    """A missing source would raise otherwise."""
     missing = "/nonexistent/model.safetensors"
     cases = [("torch", {"threads": 2}, "apply to the onnxruntime and openvino backends"),
              ("onnxruntime", {"thread": 2}, r"\['thread'\] do not apply to the onnxruntime backend"),
              ("onnxruntime", {"runtime": "openvino"}, "choose the runtime with backend="),
              ("onnxruntime", {"threads": 0}, "threads must be a positive integer"),
              ("onnxruntime", {"optimization": "max"}, "optimization must be one of"),
+             ("onnxruntime", {"components": ["unet", "tokenizer"]}, r"unknown components \['tokenizer'\]"),
              ("openvino", {"spinning": False}, "optimization and spinning are ONNX Runtime's")]
     for backend, options, msg in cases:
         with pytest.raises(InputError, match=msg):
