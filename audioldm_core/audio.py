@@ -127,6 +127,14 @@ def _check_waveform(waveform, what: str = "waveform") -> None:
         raise InputError(f"{what} must be a non-empty 1-D array of samples, got shape {tuple(waveform.shape)}")
 
 
+def normalize_wav(w: np.ndarray) -> np.ndarray:
+    """The original's ``normalize_wav`` (audioldm audio/tools.py), in its float32 order: (samples,)
+    float32 -> mean removed, then divided by (max|w| + 1e-8) and scaled by 0.5."""
+    w = w - np.mean(w)
+    w = w / (np.max(np.abs(w)) + 1e-8)
+    return w * 0.5
+
+
 def preprocess(waveform: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     """The original AudioLDM normalisation: (samples,) -> (samples,) float32 with mean 0 and peak 0.5.
 
@@ -142,10 +150,7 @@ def preprocess(waveform: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     _check_waveform(w)
     if not np.isfinite(w).all():
         raise InputError("waveform contains NaN or Inf")
-    # audioldm audio/tools.py normalize_wav
-    w = w - np.mean(w)
-    w = w / (np.max(np.abs(w)) + 1e-8)
-    w = w * 0.5
+    w = normalize_wav(w)
     # audioldm audio/tools.py read_wav_file, after pad_wav
     peak = np.max(np.abs(w))
     if peak == 0:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from .audio import normalize_wav
 from .config import ScheduleConfig
 from .errors import InputError
 from .noise import Generator
@@ -89,10 +90,9 @@ def original_audio_prompt(waveform: np.ndarray, num_samples: int) -> np.ndarray:
     there cuts the channel axis), scaled to peak 0.5 again (float64 once padded). A silent input is
     returned unchanged (the front-end refuses it)."""
     w = np.asarray(waveform, dtype=np.float32)
-    w = w - np.mean(w)
-    if not np.abs(w).max() > 0:
-        return np.asarray(waveform, dtype=np.float32)
-    w = w / (np.max(np.abs(w)) + 1e-8) * 0.5
+    if not np.abs(w - np.mean(w)).max() > 0:
+        return w
+    w = normalize_wav(w)
     if w.shape[0] < num_samples:
         w = np.concatenate([w.astype(np.float64), np.zeros(num_samples - w.shape[0])])
     return (w / np.max(np.abs(w)) * 0.5).astype(np.float32)
